@@ -1,0 +1,10 @@
+#!/bin/bash
+# Jenkins wrapper of the L0 perf flow: writes the test-list / script-prefix / srun-args files,
+# calls submit.py in L0 mode, sbatches launch.sh, tracks the job (bounded, streaming its log),
+# leaves junit.xml and results.json in the workspace, and exits with the job's verdict.
+# Usage: run_perf_test.sh --test disagg_upload-e2e-<config> --workspace DIR [--cluster FILE] [--upload] ...
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); from perfsanity.bootstrap import ensure_requirements; ensure_requirements(quiet=True)' "$repo"
+exec python3 -m perfsanity.jenkins "$@"

@@ -1,0 +1,12 @@
+#!/bin/bash
+# Runs one role of a perfsanity job: the same pytest case on every role, told its role by
+# DISAGG_SERVING_TYPE (GEN_i | CTX_i | SERVER_i | DISAGG_SERVER | BENCHMARK).
+set -euo pipefail
+: "${DISAGG_SERVING_TYPE:?DISAGG_SERVING_TYPE must name the role}"
+: "${PERFSANITY_REPO:?}" "${PERFSANITY_TEST_ID:?}" "${PERFSANITY_JOB_DIR:?}"
+cd "$PERFSANITY_REPO/tests"
+export PYTHONPATH="$PERFSANITY_REPO${PYTHONPATH:+:$PYTHONPATH}"
+rank=${SLURM_PROCID:-0}
+exec python3 -m pytest "perf/test_perf_sanity.py::test_e2e[$PERFSANITY_TEST_ID]" \
+    -p no:cacheprovider -q -s -rA --no-header -o console_output_style=classic \
+    --junitxml="$PERFSANITY_JOB_DIR/logs/junit-$DISAGG_SERVING_TYPE-$rank.xml"

@@ -1,0 +1,5 @@
+"""``python -m perfsanity``."""
+
+from perfsanity.cli import main
+
+raise SystemExit(main())

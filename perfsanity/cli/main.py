@@ -1,0 +1,594 @@
+"""The ``perfsanity`` command. One ``_add_<name>`` (parser) and one ``cmd_<name>`` (action) per subcommand;
+:func:`build_parser` wires them, so more subcommands (``status``, ``logs``, …) slot in the same way.
+
+Every user error is a :class:`~perfsanity.errors.PerfsanityError`: :func:`main` prints it as one line
+(``perfsanity: error: …``) and exits with its ``exit_code`` — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from perfsanity.errors import ConfigError, PerfsanityError
+
+HISTORY_HELP = (
+    "history database: a SQLite path or a SQLAlchemy URL such as postgresql+psycopg://user@host/db "
+    "(default: $PERFSANITY_HISTORY, else ~/.cache/perfsanity/history.sqlite)"
+)
+GATE_JUNIT_FILE = "gate_junit.xml"
+RECORDED_FILE = "history_records.json"
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _color(out: TextIO) -> bool:
+    return hasattr(out, "isatty") and out.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _paint(text: str, code: str, on: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if on else text
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO, *,
+                colors: Sequence[str | None] | None = None, right_from: int = 0) -> None:
+    """Aligned plain-text table; ``colors`` (ANSI codes, per row) only when ``out`` is a terminal."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [c.rjust(w) if i >= right_from else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths,
+                                                                                              strict=True))]
+        return "  ".join(parts).rstrip()
+
+    print(line(headers), file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    paint = _color(out)
+    for n, row in enumerate(rows):
+        text = line(row)
+        code = colors[n] if colors else None
+        print(_paint(text, code, paint) if code else text, file=out)
+
+
+def _num(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.2f}"
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
+def _open_store(url: str | None, *, must_exist: bool) -> Any:
+    from perfsanity.history import HistoryStore, default_history_url
+
+    location = url or default_history_url()
+    if must_exist and "://" not in location and not Path(location).expanduser().exists():
+        raise PerfsanityError(f"no history database at {location} (set --history or $PERFSANITY_HISTORY)")
+    return HistoryStore(location)
+
+
+def _results_path(arg: str) -> Path:
+    path = Path(arg)
+    if path.is_dir():
+        path = path / "results.json"
+    return path
+
+
+def _job_dir(arg: str) -> Path:
+    path = Path(arg)
+    if not path.is_dir():
+        raise ConfigError(arg, "", "not a job directory (expected a directory with results.json)")
+    return path
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser(
+        "report", help="write JOB_DIR/report.html (results, gate table, plots, trends)",
+        description="Render a self-contained HTML report of one job from JOB_DIR/results.json "
+        "(plus job_meta.json and gate.json when present). With --history, add the gated metrics' trends.",
+    )
+    p.add_argument("job_dir", metavar="JOB_DIR", help="job directory containing results.json")
+    p.add_argument("--history", metavar="URL", help="add trend plots from this history. " + HISTORY_HELP)
+    p.add_argument("--trends", action="store_true",
+                   help="add trend plots from the default history ($PERFSANITY_HISTORY or ~/.cache/…)")
+    p.add_argument("--out", type=Path, help="output file (default: JOB_DIR/report.html)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from perfsanity.report.job import write_job_report
+
+    job_dir = _job_dir(args.job_dir)
+    store = _open_store(args.history, must_exist=True) if (args.history or args.trends) else None
+    try:
+        out = write_job_report(job_dir, history=store, out=args.out)
+    finally:
+        if store is not None:
+            store.close()
+    print(f"wrote {out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ history
+
+
+SHORT_NAMES = {
+    "output_token_throughput": "out_tok/s",
+    "total_token_throughput": "tot_tok/s",
+    "ttft_median": "ttft_p50",
+    "ttft_p99": "ttft_p99",
+    "tpot_median": "tpot_p50",
+    "itl_median": "itl_p50",
+}
+
+
+def _add_history(sub: Any) -> None:
+    p = sub.add_parser(
+        "history", help="list stored runs (one line per run and concurrency)",
+        description="List perf history records, oldest first. Invalid records are hidden unless --all.",
+    )
+    p.add_argument("--config", metavar="NAME", help="only this config")
+    p.add_argument("--metric", metavar="M", action="append",
+                   help="metric column(s) to show, e.g. ttft_p99 (repeatable; default: the gated metrics)")
+    p.add_argument("--since", type=_positive_float, default=30.0, metavar="DAYS",
+                   help="only the last DAYS days (default: 30)")
+    p.add_argument("--concurrency", type=_positive_int, metavar="C", help="only this concurrency")
+    p.add_argument("--post-merge", action="store_true", help="only post-merge records")
+    p.add_argument("--all", action="store_true", help="include records marked invalid")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the newest N records")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    p.add_argument("--history", metavar="URL", help=HISTORY_HELP)
+    p.set_defaults(func=cmd_history)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from perfsanity.gate import DEFAULT_GATED_METRICS, KNOWN_METRICS
+
+    metrics = tuple(args.metric or DEFAULT_GATED_METRICS)
+    for m in metrics:
+        if m not in KNOWN_METRICS:
+            raise ConfigError(None, "--metric", f"unknown metric {m!r}; known: {', '.join(sorted(KNOWN_METRICS))}")
+    filters: dict[str, Any] = {}
+    if args.config:
+        filters["config_name"] = args.config
+    if args.concurrency:
+        filters["concurrency"] = args.concurrency
+    with _open_store(args.history, must_exist=True) as store:
+        records = store.query(filters, since=timedelta(days=args.since), valid_only=not args.all,
+                              post_merge_only=args.post_merge, limit=args.limit)
+    out = sys.stdout
+    if args.json:
+        for r in records:
+            print(json.dumps({
+                "id": r.id, "timestamp": r.timestamp.isoformat(), **r.keys.as_dict(), "commit": r.commit,
+                "branch": r.branch, "job_id": r.job_id, "post_merge": r.post_merge, "valid": r.valid,
+                "invalid_reason": r.invalid_reason, "gate": dict(r.gate_verdicts),
+                "metrics": {m: r.metrics.get(m) for m in metrics},
+            }), file=out)
+        return 0
+    if not records:
+        where = f" for config {args.config!r}" if args.config else ""
+        print(f"no records{where} in the last {args.since:g} days", file=out)
+        return 0
+    show_config = not args.config
+    headers = ["id", "time (UTC)"] + (["config"] if show_config else []) + [
+        "conc", "commit", "branch", "kind", "valid"] + [SHORT_NAMES.get(m, m) for m in metrics]
+    rows, colors = [], []
+    for r in records:
+        valid = "yes" if r.valid else f"no: {r.invalid_reason[:30]}"
+        regress = [m for m, v in r.gate_verdicts.items() if v in ("WARN", "FAIL")]
+        rows.append([str(r.id), r.timestamp.strftime("%Y-%m-%d %H:%M")] + ([r.keys.config_name] if show_config
+                                                                            else [])
+                    + [str(r.keys.concurrency), r.commit[:10], r.branch[:20],
+                       "post" if r.post_merge else "pre", valid]
+                    + [_num(r.metrics.get(m)) for m in metrics])
+        colors.append("31" if regress else ("90" if not r.valid else None))
+    print_table(headers, rows, out, colors=colors, right_from=len(headers) - len(metrics))
+    return 0
+
+
+def _add_invalidate(sub: Any) -> None:
+    p = sub.add_parser(
+        "invalidate", help="mark history records invalid so they never feed a baseline",
+        description="Mark records invalid (kept, shown with `history --all`, excluded from baselines).",
+    )
+    p.add_argument("record_ids", metavar="RECORD_ID", type=_positive_int, nargs="+",
+                   help="record id(s) from `perfsanity history`")
+    p.add_argument("--reason", required=True, help="why, e.g. 'node gb200-17 had a bad NIC'")
+    p.add_argument("--history", metavar="URL", help=HISTORY_HELP)
+    p.set_defaults(func=cmd_invalidate)
+
+
+def cmd_invalidate(args: argparse.Namespace) -> int:
+    with _open_store(args.history, must_exist=True) as store:
+        for rid in args.record_ids:
+            store.mark_invalid(rid, args.reason)
+            print(f"record {rid}: invalid ({args.reason})")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ compare
+
+
+def _add_compare(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare", help="per-metric deltas between two runs (B relative to A)",
+        description="Compare two results.json files (or job directories): for each concurrency present in "
+        "both, the change of each metric from A to B, marked better/WORSE by the metric's direction.",
+    )
+    p.add_argument("a", metavar="A", help="baseline run: results.json or a job directory")
+    p.add_argument("b", metavar="B", help="candidate run: results.json or a job directory")
+    p.add_argument("--metric", metavar="M", action="append",
+                   help="metric(s) to compare (repeatable; default: the gated metrics)")
+    p.add_argument("--threshold", type=_positive_float, default=5.0, metavar="PCT",
+                   help="changes beyond PCT %% in the bad direction are flagged WORSE (default: 5)")
+    p.add_argument("--fail-on-regression", action="store_true",
+                   help="exit 5 when any metric is WORSE beyond --threshold")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from perfsanity.gate import DEFAULT_GATED_METRICS, KNOWN_METRICS, GateFailed
+    from perfsanity.report.job import read_results
+    from perfsanity.results import flatten, higher_is_better
+
+    metrics = tuple(args.metric or DEFAULT_GATED_METRICS)
+    for m in metrics:
+        if m not in KNOWN_METRICS:
+            raise ConfigError(None, "--metric", f"unknown metric {m!r}; known: {', '.join(sorted(KNOWN_METRICS))}")
+    run_a, run_b = read_results(_results_path(args.a)), read_results(_results_path(args.b))
+    by_a = {r.concurrency: flatten(r) for r in run_a.results}
+    by_b = {r.concurrency: flatten(r) for r in run_b.results}
+    out = sys.stdout
+    print(f"A: {run_a.config_name} ({args.a})\nB: {run_b.config_name} ({args.b})", file=out)
+    if run_a.config_name != run_b.config_name:
+        print("note: the two runs have different config names", file=out)
+    common = sorted(set(by_a) & set(by_b))
+    only = sorted(set(by_a) ^ set(by_b))
+    if only:
+        print(f"note: concurrencies in only one run (skipped): {', '.join(map(str, only))}", file=out)
+    rows, colors, worse = [], [], 0
+    for c in common:
+        for m in metrics:
+            va, vb = by_a[c].get(m), by_b[c].get(m)
+            if va is None or vb is None or va == 0:
+                rows.append([str(c), m, _num(va), _num(vb), "-", ""])
+                colors.append(None)
+                continue
+            delta = (vb - va) / abs(va) * 100.0
+            bad = -delta if higher_is_better(m) else delta
+            if bad > args.threshold:
+                mark, color = "WORSE", "31"
+                worse += 1
+            elif bad < -args.threshold:
+                mark, color = "better", "32"
+            else:
+                mark, color = "~", None
+            arrow = "higher is better" if higher_is_better(m) else "lower is better"
+            rows.append([str(c), m, _num(va), _num(vb), f"{delta:+.1f}%", f"{mark} ({arrow})"])
+            colors.append(color)
+    if not rows:
+        print("nothing to compare: no concurrency in common", file=out)
+        return 0
+    print_table(["conc", "metric", "A", "B", "delta", "verdict"], rows, out, colors=colors, right_from=2)
+    print(f"{worse} metric(s) worse than {args.threshold:g}%", file=out)
+    if worse and args.fail_on_regression:
+        raise GateFailed(f"{worse} metric(s) regressed beyond {args.threshold:g}% from A to B")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- baseline
+
+
+def _add_baseline(sub: Any) -> None:
+    p = sub.add_parser(
+        "baseline", help="pin or show baselines in the baselines YAML file",
+        description="Pinned baselines override the history baseline for a config's metric.",
+    )
+    bsub = p.add_subparsers(dest="baseline_cmd", metavar="{pin,show}", required=True)
+    pin = bsub.add_parser("pin", help="pin a metric's baseline for a config",
+                          description="Pin METRIC of config NAME to VALUE (for one concurrency, or all).")
+    pin.add_argument("--config", required=True, metavar="NAME", help="config name, as in results.json")
+    pin.add_argument("--metric", required=True, metavar="M", help="flat metric name, e.g. output_token_throughput")
+    pin.add_argument("--value", required=True, type=_positive_float, metavar="V",
+                     help="baseline value (tokens/s for throughputs, ms for latencies)")
+    pin.add_argument("--concurrency", type=_positive_int, metavar="C",
+                     help="pin only this concurrency (default: every concurrency)")
+    pin.add_argument("--file", type=Path, metavar="FILE",
+                     help="baselines YAML (default: $PERFSANITY_BASELINES, else ./baselines.yaml)")
+    pin.set_defaults(func=cmd_baseline_pin)
+    show = bsub.add_parser("show", help="print the pinned baselines")
+    show.add_argument("--config", metavar="NAME", help="only this config")
+    show.add_argument("--file", type=Path, metavar="FILE",
+                      help="baselines YAML (default: $PERFSANITY_BASELINES, else ./baselines.yaml)")
+    show.set_defaults(func=cmd_baseline_show)
+
+
+def cmd_baseline_pin(args: argparse.Namespace) -> int:
+    from perfsanity.gate import BaselinesFile, default_baselines_path
+
+    path = args.file or default_baselines_path()
+    data = BaselinesFile.load(path, missing_ok=True)
+    data.pin(args.config, args.metric, args.value, args.concurrency)
+    data.save(path)
+    scope = f"concurrency {args.concurrency}" if args.concurrency else "all concurrencies"
+    print(f"pinned {args.config} {args.metric} = {args.value:g} ({scope}) in {path}")
+    return 0
+
+
+def cmd_baseline_show(args: argparse.Namespace) -> int:
+    from perfsanity.gate import BaselinesFile, default_baselines_path
+
+    path = args.file or default_baselines_path()
+    data = BaselinesFile.load(path)
+    rows = []
+    for name, cfg in sorted(data.configs.items()):
+        if args.config and name != args.config:
+            continue
+        for metric, pinned in sorted(cfg.baselines.items()):
+            if isinstance(pinned, dict):
+                rows += [[name, metric, str(c), _num(v)] for c, v in sorted(pinned.items())]
+            else:
+                rows.append([name, metric, "all", _num(pinned)])
+    if not rows:
+        print(f"no pinned baselines in {path}")
+        return 0
+    print_table(["config", "metric", "concurrency", "value"], rows, sys.stdout, right_from=2)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- gate
+
+
+def _add_gate(sub: Any) -> None:
+    p = sub.add_parser(
+        "gate", help="run the regression gate on a job; writes gate.json and junit",
+        description="Compare each gated metric of JOB_DIR/results.json with its baseline (pinned, else "
+        "from history) and write JOB_DIR/gate.json and JOB_DIR/gate_junit.xml. Post-merge (default): a "
+        "regression beyond 5% is a WARN (recorded, exit 0). --pre-merge: beyond 10% is a FAIL (exit 5). "
+        "The run is then added to the history (unless --no-record) and uploaded to OpenSearch when "
+        "$PERFSANITY_OPENSEARCH_URL is set (unless --no-upload).",
+    )
+    p.add_argument("job_dir", metavar="JOB_DIR", help="job directory with results.json and job_meta.json")
+    p.add_argument("--pre-merge", action="store_true",
+                   help="pre-merge thresholds (default 10%%) and FAIL instead of WARN")
+    p.add_argument("--history", metavar="URL", help=HISTORY_HELP)
+    p.add_argument("--no-history", action="store_true",
+                   help="use pinned baselines only (job_meta.json becomes optional; nothing is recorded)")
+    p.add_argument("--baselines", type=Path, metavar="FILE",
+                   help="pinned baselines YAML (default: $PERFSANITY_BASELINES, else ./baselines.yaml if present)")
+    p.add_argument("--junit", type=Path, metavar="FILE", help=f"junit output (default: JOB_DIR/{GATE_JUNIT_FILE})")
+    p.add_argument("--no-record", action="store_true", help="do not add this run to the history")
+    p.add_argument("--no-upload", action="store_true", help="do not upload to OpenSearch even if configured")
+    p.set_defaults(func=cmd_gate)
+
+
+def gate_job(
+    job_dir: Path,
+    *,
+    pre_merge: bool = False,
+    history: str | None = None,
+    no_history: bool = False,
+    baselines_file: Path | None = None,
+    junit: Path | None = None,
+    record: bool = True,
+    upload: bool = True,
+    post_merge: bool | None = None,
+    out: TextIO | None = None,
+) -> Any:
+    """Gate one job dir: write gate.json and the gate junit, record the run in history; return the
+    GateReport. ``post_merge`` (default: not ``pre_merge``) marks the records as baseline material."""
+    from perfsanity.gate import (
+        ENV_BASELINES,
+        BaselinesFile,
+        GateConfig,
+        default_baselines_path,
+        evaluate,
+        resolve_gate_config,
+    )
+    from perfsanity.history import JOB_META_FILE, JobMeta, keys_for_run
+    from perfsanity.junit import write_junit
+    from perfsanity.report.job import GATE_FILE, RESULTS_FILE, read_results
+
+    out = out or sys.stdout
+    if no_history and history:
+        raise ConfigError(None, "--history", "cannot be combined with --no-history")
+    run = read_results(job_dir / RESULTS_FILE)
+    meta_path = job_dir / JOB_META_FILE
+    if not meta_path.exists() and not no_history:
+        raise ConfigError(str(meta_path), "", "file not found: it carries the match keys that select the "
+                          "history (written by the launcher); use --no-history to gate on pinned baselines only")
+    meta = JobMeta.read(meta_path) if meta_path.exists() else None
+    section = GateConfig.from_section(meta.gate, file=str(meta_path)) if meta and meta.gate else None
+    if baselines_file is not None:
+        baselines = BaselinesFile.load(baselines_file)
+    elif os.environ.get(ENV_BASELINES):
+        baselines = BaselinesFile.load(default_baselines_path())
+    else:
+        default = default_baselines_path()
+        baselines = BaselinesFile.load(default) if default.exists() else None
+    config = resolve_gate_config(run.config_name, section=section, baselines=baselines)
+    now = meta.timestamp if meta and meta.timestamp else datetime.now(UTC)
+    keys = keys_for_run(meta, run) if meta else None
+    store = None if no_history else _open_store(history, must_exist=False)
+    try:
+        report = evaluate(run, config=config, pre_merge=pre_merge, history=store, keys=keys, now=now)
+        report.write(job_dir / GATE_FILE)
+        junit_path = write_junit(junit or job_dir / GATE_JUNIT_FILE, config_name=run.config_name, report=report)
+        _print_gate(report, out)
+        print(f"wrote {job_dir / GATE_FILE} and {junit_path}", file=out)
+        if store is not None and meta is not None and record:
+            _record(store, job_dir, run, meta, report,
+                    post_merge=(not pre_merge) if post_merge is None else post_merge, upload=upload)
+    finally:
+        if store is not None:
+            store.close()
+    return report
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from perfsanity.gate import GateFailed, Verdict
+
+    report = gate_job(_job_dir(args.job_dir), pre_merge=args.pre_merge, history=args.history,
+                      no_history=args.no_history, baselines_file=args.baselines, junit=args.junit,
+                      record=not args.no_record, upload=not args.no_upload)
+    if report.verdict is Verdict.FAIL:
+        names = ", ".join(v.name for v in report.regressions)
+        raise GateFailed(f"perf regression (pre-merge): {names}")
+    return 0
+
+
+def _record(store: Any, job_dir: Path, run: Any, meta: Any, report: Any, *, post_merge: bool,
+            upload: bool) -> None:
+    from perfsanity.history import keys_for_run
+    from perfsanity.upload import config_from_env, upload_records
+
+    marker = job_dir / RECORDED_FILE
+    if marker.exists():
+        try:
+            previous = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = {}
+        if previous.get("history") == store.masked_url:
+            print(f"already recorded in {store.masked_url} (records {previous.get('ids')}); not adding again")
+            return
+    ids = store.add_run(keys_for_run(meta, run), run, meta.run_meta(post_merge=post_merge))
+    by_conc = report.by_concurrency()
+    for rid, res in zip(ids, run.results, strict=True):
+        verdicts = {m: v.verdict.value for m, v in by_conc.get(res.concurrency, {}).items()}
+        if verdicts:
+            store.set_gate_verdicts(rid, verdicts)
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps({"history": store.masked_url, "ids": ids}) + "\n")
+    tmp.replace(marker)
+    print(f"recorded {len(ids)} record(s) in {store.masked_url}")
+    target = config_from_env() if upload else None
+    if target is not None:
+        records = [store.get(i) for i in ids]
+        try:
+            n = upload_records(records, target)
+            print(f"uploaded {n} document(s) to {target.display_url}")
+        except PerfsanityError as exc:  # the gate verdict stands; the upload is best effort
+            print(f"perfsanity: warning: {exc}", file=sys.stderr)
+
+
+def _print_gate(report: Any, out: TextIO) -> None:
+    rows, colors = [], []
+    color_of = {"WARN": "33", "FAIL": "31", "PASS": "32"}
+    for v in sorted(report.verdicts, key=lambda x: (x.concurrency, x.metric)):
+        delta = "-" if v.delta_pct is None else f"{v.delta_pct:+.1f}%"
+        rows.append([str(v.concurrency), v.metric, _num(v.value), _num(v.baseline), v.baseline_source, delta,
+                     f"{v.threshold_pct:g}%", v.verdict.value])
+        colors.append(color_of.get(v.verdict.value))
+    print(report.summary(), file=out)
+    if rows:
+        print_table(["conc", "metric", "value", "baseline", "source", "delta", "threshold", "verdict"], rows, out,
+                    colors=colors, right_from=2)
+
+
+# -------------------------------------------------------------------------------------------- trend
+
+
+def _add_trend(sub: Any) -> None:
+    p = sub.add_parser(
+        "trend", help="write the nightly trend report of a config (HTML)",
+        description="Plot each gated metric over the lookback window for every concurrency of a config, with "
+        "the baseline band and detected change points.",
+    )
+    p.add_argument("--config", required=True, metavar="NAME", help="config name")
+    p.add_argument("--metric", metavar="M", action="append", help="metric(s) to plot (default: the gated ones)")
+    p.add_argument("--since", type=_positive_int, metavar="DAYS", help="lookback window (default: 90)")
+    p.add_argument("--baselines", type=Path, metavar="FILE", help="pinned baselines YAML to draw")
+    p.add_argument("--out", type=Path, metavar="FILE", help="output file (default: ./trend_<config>.html)")
+    p.add_argument("--history", metavar="URL", help=HISTORY_HELP)
+    p.set_defaults(func=cmd_trend)
+
+
+def cmd_trend(args: argparse.Namespace) -> int:
+    from perfsanity.gate import KNOWN_METRICS, BaselinesFile, GateConfig, resolve_gate_config
+    from perfsanity.report.trend import write_trend_report
+
+    for m in args.metric or ():
+        if m not in KNOWN_METRICS:
+            raise ConfigError(None, "--metric", f"unknown metric {m!r}")
+    baselines = BaselinesFile.load(args.baselines) if args.baselines else None
+    config = resolve_gate_config(args.config, baselines=baselines)
+    if args.since:
+        if args.since > 3650:
+            raise ConfigError(None, "--since", f"must be at most 3650 days, got {args.since}")
+        config = config.merged_with(GateConfig(lookback_days=args.since,
+                                               min_history_days=min(config.min_history_days, args.since)))
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", args.config).strip("._") or "config"
+    out = args.out or Path(f"trend_{safe}.html")
+    with _open_store(args.history, must_exist=True) as store:
+        write_trend_report(store, args.config, out, config=config, metrics=args.metric)
+    print(f"wrote {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="perfsanity",
+        description="Disaggregated LLM serving perf tests: reports, perf history and the regression gate.",
+    )
+    parser.add_argument("--version", action="version", version="perfsanity")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from perfsanity import jobdir
+
+    for add in (jobdir.register, _add_report, _add_history, _add_compare, _add_baseline, _add_gate, _add_trend,
+                _add_invalidate):
+        add(sub)
+    parser.subparsers = sub  # type: ignore[attr-defined]  # for code that adds more subcommands
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except PerfsanityError as exc:
+        print(f"perfsanity: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("perfsanity: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `perfsanity history | head`
+        return 0

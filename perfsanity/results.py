@@ -1,0 +1,120 @@
+"""Typed benchmark results: one :class:`ConcurrencyResult` per concurrency, grouped in a :class:`RunResult`.
+
+Every client adapter (aiperf, sglang ``bench_serving``, TensorRT-LLM ``benchmark_serving``) produces
+these objects; everything downstream (validity gate, history, regression gate, reports) reads only
+these. Latencies are milliseconds, throughputs are per second.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class LatencyStats(BaseModel):
+    """Summary of one latency distribution, in milliseconds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mean: float | None = None
+    median: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+
+
+class ConcurrencyResult(BaseModel):
+    """What one client run at one concurrency measured."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    concurrency: int = Field(ge=1)
+    client: str
+    requested: int = Field(ge=0, description="requests the client was asked to send")
+    completed: int = Field(ge=0, description="requests that finished successfully")
+    failed: int = Field(ge=0)
+    input_tokens: int | None = Field(default=None, ge=0, description="total prompt tokens sent")
+    output_tokens: int | None = Field(default=None, ge=0, description="total tokens generated")
+    duration_s: float | None = Field(default=None, ge=0)
+    request_throughput: float | None = None  # requests / s
+    output_token_throughput: float | None = None  # tokens / s
+    total_token_throughput: float | None = None  # (input + output) tokens / s
+    output_token_throughput_per_user: float | None = None  # tokens / s / request in flight
+    output_token_throughput_per_gpu: float | None = None  # tokens / s / GPU of the whole deployment
+    ttft: LatencyStats = LatencyStats()
+    tpot: LatencyStats = LatencyStats()
+    itl: LatencyStats = LatencyStats()
+    e2e: LatencyStats = LatencyStats()
+    raw_path: str | None = Field(default=None, description="client output file this was parsed from")
+
+    def metric(self, name: str) -> float | None:
+        """Value of a flat metric name such as ``ttft_p99`` or ``output_token_throughput``."""
+        return flatten(self).get(name)
+
+
+class RunResult(BaseModel):
+    """All concurrencies of one test run, plus what identifies the run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    config_name: str
+    backend: str
+    mode: str
+    total_gpus: int = Field(ge=0)
+    results: tuple[ConcurrencyResult, ...] = ()
+    status: Literal["passed", "failed", "incomplete"] = "incomplete"
+    failures: tuple[str, ...] = ()
+
+    def write(self, path: Path) -> None:
+        """Write as JSON, atomically (tmp file + rename)."""
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.model_dump_json(indent=2) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def read(cls, path: Path) -> RunResult:
+        return cls.model_validate(json.loads(path.read_text()))
+
+
+LATENCY_FIELDS = ("ttft", "tpot", "itl", "e2e")
+STAT_FIELDS = ("mean", "median", "p90", "p99")
+SCALAR_METRICS = (
+    "request_throughput",
+    "output_token_throughput",
+    "total_token_throughput",
+    "output_token_throughput_per_user",
+    "output_token_throughput_per_gpu",
+)
+
+
+def flatten(result: ConcurrencyResult) -> dict[str, float]:
+    """Flat ``{metric_name: value}`` view, e.g. ``ttft_p99``, ``itl_median``, ``output_token_throughput``.
+
+    Metrics that are ``None`` are left out.
+    """
+    out: dict[str, float] = {}
+    for name in SCALAR_METRICS:
+        value = getattr(result, name)
+        if value is not None:
+            out[name] = float(value)
+    for lat in LATENCY_FIELDS:
+        stats: LatencyStats = getattr(result, lat)
+        for stat in STAT_FIELDS:
+            value = getattr(stats, stat)
+            if value is not None:
+                out[f"{lat}_{stat}"] = float(value)
+    return out
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction of a flat metric: throughputs up, latencies (TTFT/TPOT/ITL/E2E) down."""
+    if metric.split("_", 1)[0] in LATENCY_FIELDS:
+        return False
+    if "throughput" in metric:
+        return True
+    raise ValueError(f"unknown metric direction: {metric!r}")

@@ -1,0 +1,305 @@
+"""The roles of a perf job, one function each: workers (``GEN_i``/``CTX_i``/``SERVER_i``), the
+disaggregated router (``DISAGG_SERVER``) and the client (``BENCHMARK``).
+
+Every role runs the same way on SLURM (one srun step each) and locally (one process each); it learns
+who it is from ``DISAGG_SERVING_TYPE`` and everything else from the ``PERFSANITY_*`` variables that
+launch.sh exports (see :func:`perfsanity.launch.job_exports`).
+
+Coordination is by files in the job's rendezvous dir (:mod:`perfsanity.rendezvous`); every wait is
+bounded by the config's ``timeouts`` and aborts at once when another role reports a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from perfsanity import envvars
+from perfsanity.backends import get_backend, served_model_name
+from perfsanity.backends.base import Address, RouterContext, ServerSpec, WorkerContext
+from perfsanity.cluster import cluster_from_env_or_arg
+from perfsanity.config import Config, load_config
+from perfsanity.errors import PerfsanityError, RoleFailed, WaitTimeout
+from perfsanity.fsutil import write_atomic
+from perfsanity.ports import listening_ports
+from perfsanity.procs import ManagedProcess, ProcessSet, TermAsInterrupt
+from perfsanity.rendezvous import Rendezvous
+from perfsanity.slurm.env import SlurmContext
+from perfsanity.testlist import parse_test_id
+from perfsanity.topology import Placement, Topology, build_topology
+from perfsanity.waits import Deadline, wait_until
+
+WORKER_KINDS = ("gen", "ctx", "server")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A role's view of its job, built from the environment launch.sh exports."""
+
+    config: Config
+    topology: Topology
+    job_dir: Path
+    role: str
+    environ: Mapping[str, str]
+    slurm: SlurmContext | None
+
+    @property
+    def rendezvous(self) -> Rendezvous:
+        return Rendezvous(self.job_dir / "rendezvous")
+
+    @property
+    def host(self) -> str:
+        """Address servers bind and advertise: $PERFSANITY_HOST, else 127.0.0.1 outside SLURM, else
+        this node's address."""
+        if self.environ.get("PERFSANITY_HOST"):
+            return self.environ["PERFSANITY_HOST"]
+        if self.slurm is None:
+            return "127.0.0.1"
+        return socket.gethostbyname(socket.gethostname())
+
+    @property
+    def rank(self) -> int:
+        return self.slurm.procid if self.slurm and self.slurm.procid is not None else 0
+
+    def log(self, message: str) -> None:
+        print(f"[{self.role} {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    @property
+    def discovery_dir(self) -> Path:
+        return self.job_dir / "discovery"
+
+
+def job_from_env(environ: Mapping[str, str]) -> Job:
+    """Build the Job of the role named by ``DISAGG_SERVING_TYPE``."""
+    role = environ.get("DISAGG_SERVING_TYPE", "")
+    missing = [k for k in ("PERFSANITY_JOB_DIR", "PERFSANITY_CONFIG", "PERFSANITY_TEST_ID") if not environ.get(k)]
+    if missing:
+        raise PerfsanityError(f"role {role or '?'}: environment lacks {', '.join(missing)} (set by launch.sh)")
+    sel = parse_test_id(environ["PERFSANITY_TEST_ID"])
+    cluster = cluster_from_env_or_arg(None, environ)
+    overrides = {"benchmark.mode": sel.mode} if sel.mode else None
+    config = load_config(environ["PERFSANITY_CONFIG"], cluster=cluster, overrides=overrides)
+    topology = build_topology(config)
+    names = [p.role for p in topology.roles]
+    if role not in names:
+        raise PerfsanityError(f"DISAGG_SERVING_TYPE={role!r} is not a role of this job ({', '.join(names)})")
+    return Job(config, topology, Path(environ["PERFSANITY_JOB_DIR"]), role, environ,
+               SlurmContext.from_env(environ))
+
+
+def run_role(job: Job) -> None:
+    """Run ``job.role`` to completion; raise a PerfsanityError (with log tail) on failure."""
+    placement = job.topology.role(job.role)
+    with TermAsInterrupt():
+        if placement.kind in WORKER_KINDS:
+            run_worker(job, placement)
+        elif placement.kind == "router":
+            run_router(job)
+        else:
+            from perfsanity.benchmark_role import run_benchmark
+
+            run_benchmark(job)
+
+
+# ---------------------------------------------------------------------------------------
+# servers (workers and router share the start / discover / publish / watch cycle)
+# ---------------------------------------------------------------------------------------
+
+
+def role_env_layers(config: Config, kind: str) -> tuple[envvars.EnvAssignment, ...]:
+    """Composition of ``environment.*_env_var`` for a role kind (later layers win)."""
+    e = config.environment
+    if kind == "ctx":
+        return envvars.merge(e.worker_env_var, e.ctx_worker_env_var)
+    if kind == "gen":
+        return envvars.merge(e.worker_env_var, e.gen_worker_env_var)
+    if kind == "server":
+        return tuple(e.worker_env_var)
+    if kind == "router":
+        return tuple(e.server_env_var)
+    return tuple(e.benchmark_env_var)
+
+
+def resolve_argv(argv: tuple[str, ...], tool: str | None) -> list[str]:
+    """Point ``python3 -m …`` / entry-point argv at the interpreter of a perfsanity.tooling env."""
+    if tool is None:
+        return list(argv)
+    from perfsanity.tooling import ensure_tool
+
+    env = ensure_tool(tool)
+    if argv and argv[0] in ("python", "python3"):
+        return [str(env.python), *argv[1:]]
+    candidate = env.bin_dir / argv[0]
+    return [str(candidate), *argv[1:]] if candidate.exists() else list(argv)
+
+
+def process_env(job: Job, kind: str, spec_env: Mapping[str, str], placement: Placement | None = None) -> dict[str, str]:
+    env = envvars.apply(role_env_layers(job.config, kind), job.environ)
+    env.update(spec_env)
+    if placement is not None and placement.shares_node and placement.gpus:
+        first = placement.gpu_offset
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in range(first, first + placement.gpus_per_node))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def write_spec_files(job: Job, spec: ServerSpec) -> None:
+    for rel, content in spec.files.items():
+        write_atomic(job.job_dir / rel, content)
+
+
+def http_get_ok(url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - our own server
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def discover_address(job: Job, proc: ManagedProcess, spec: ServerSpec, *, timeout_s: float, what: str) -> Address:
+    """Wait until the server's HTTP port answers ``spec.health_path``; the port is read from the
+    process tree's listening sockets when it was started with port 0."""
+
+    def check() -> Address | None:
+        if proc.poll() is not None:
+            raise RoleFailed(job.role, f"{proc.name} exited with code {proc.poll()} while starting", proc.tail())
+        job.rendezvous.raise_if_failed()
+        ports = [spec.port] if spec.port else listening_ports(proc.pid)
+        for port in ports:
+            if http_get_ok(f"http://{job.host}:{port}{spec.health_path}"):
+                return Address(job.role, job.host, port)
+        return None
+
+    return wait_until(check, timeout_s=timeout_s, what=what,
+                      on_timeout=lambda: f"listening ports {listening_ports(proc.pid)}; log tail:\n{proc.tail(20)}")
+
+
+def watch_until_done(job: Job, procs: ProcessSet) -> None:
+    """Keep the servers up until the benchmark's status file appears; fail at once if one dies."""
+    deadline = Deadline(job.config.slurm.timeout, "benchmark status file")
+    while True:
+        status = job.rendezvous.status()
+        if status is not None:
+            job.log(f"benchmark finished ({status.get('status')}); stopping")
+            return
+        dead = procs.first_dead()
+        if dead is not None:
+            raise RoleFailed(job.role, f"{dead.name} died with exit code {dead.poll()}", dead.tail())
+        if deadline.expired:
+            raise WaitTimeout(f"{job.role}: waited {deadline.seconds}s (slurm.timeout) for the benchmark to finish")
+        time.sleep(0.2)
+
+
+def serve(job: Job, spec: ServerSpec, kind: str, placement: Placement | None, *, ready_timeout_s: float) -> None:
+    """Start one server, publish its address (rank 0 only), watch it, stop it; report failures."""
+    rdv = job.rendezvous
+    procs = ProcessSet()
+    try:
+        write_spec_files(job, spec)
+        argv = resolve_argv(spec.argv, spec.tool)
+        env = process_env(job, kind, spec.env, placement)
+        log_path = job.job_dir / "logs" / f"{job.role}.server{'' if job.rank == 0 else f'.{job.rank}'}.log"
+        job.log(f"starting: {' '.join(argv)}")
+        proc = procs.start(f"{job.role} server", argv, env=env, log_path=log_path, cwd=job.job_dir)
+        if job.rank == 0:
+            t0 = time.monotonic()
+            addr = discover_address(job, proc, spec, timeout_s=ready_timeout_s, what=f"{job.role} server to answer "
+                                    f"{spec.health_path} (log {log_path})")
+            rdv.publish(addr, ready_s=round(time.monotonic() - t0, 3))
+            job.log(f"ready at {addr} after {time.monotonic() - t0:.1f}s")
+        watch_until_done(job, procs)
+    except BaseException as exc:
+        if not isinstance(exc, KeyboardInterrupt):
+            tail_text = getattr(exc, "log_tail", "") or (procs.procs[0].tail() if procs.procs else "")
+            rdv.report_failure(job.role, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, tail_text)
+        raise
+    finally:
+        procs.stop_all(job.config.timeouts.shutdown / 2)
+
+
+def run_worker(job: Job, placement: Placement) -> None:
+    backend = get_backend(job.config.metadata.backend)
+    ctx = WorkerContext(
+        config=job.config,
+        placement=placement,
+        host=job.host,
+        job_dir=job.job_dir,
+        model_path=model_path(job),
+        hostnames=tuple(job.slurm.nodelist if job.slurm else ()),
+        discovery_dir=job.discovery_dir,
+    )
+    spec = backend.worker(ctx)
+    serve(job, spec, placement.kind, placement, ready_timeout_s=job.config.timeouts.server_ready)
+
+
+def worker_roles(job: Job, kind: str) -> list[str]:
+    return [p.role for p in job.topology.of_kind(kind)]
+
+
+def run_router(job: Job) -> None:
+    rdv = job.rendezvous
+    workers = [p.role for p in job.topology.workers]
+    job.log(f"waiting for {', '.join(workers)}")
+    try:
+        addrs = rdv.wait_for(workers, timeout_s=job.config.timeouts.server_ready, waiter=job.role)
+    except BaseException as exc:
+        if not isinstance(exc, (KeyboardInterrupt, RoleFailed)):
+            rdv.report_failure(job.role, str(exc))
+        raise
+    backend = get_backend(job.config.metadata.backend)
+    ctx = RouterContext(
+        config=job.config,
+        host=job.host,
+        job_dir=job.job_dir,
+        model_path=model_path(job),
+        ctx=tuple(addrs[r] for r in worker_roles(job, "ctx")),
+        gen=tuple(addrs[r] for r in worker_roles(job, "gen")),
+        discovery_dir=job.discovery_dir,
+    )
+    serve(job, backend.router(ctx), "router", None, ready_timeout_s=job.config.timeouts.router_ready)
+
+
+def model_path(job: Job) -> str:
+    """The model/tokenizer dir: ``environment.model_path``, or the tiny offline model for the mocker."""
+    if job.config.environment.model_path:
+        return job.config.environment.model_path
+    if job.config.metadata.backend == "dynamo-mocker":
+        from perfsanity.model_assets import ensure_tiny_model
+
+        return str(ensure_tiny_model())
+    raise PerfsanityError(f"{job.config.source}: environment.model_path is required for backend "
+                          f"{job.config.metadata.backend}")
+
+
+def client_model_name(job: Job) -> str:
+    return served_model_name(job.config, model_path(job))
+
+
+def main(environ: Mapping[str, str] | None = None) -> int:
+    """``python -m perfsanity.roles``: run the role in $DISAGG_SERVING_TYPE (exit 0 = role passed)."""
+    env = dict(os.environ if environ is None else environ)
+    try:
+        run_role(job_from_env(env))
+    except PerfsanityError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def dump_json(path: Path, data: object) -> None:
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

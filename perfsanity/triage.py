@@ -1,0 +1,88 @@
+"""Triage: what failed and the evidence, gathered from a job dir into ``report.json`` and stdout.
+
+Called by the draft's TERM trap (scancel, time limit), by the local launcher and by the benchmark's
+finalisation. Everything it writes is redacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from perfsanity.fsutil import write_atomic
+from perfsanity.procs import tail
+from perfsanity.redact import redact
+from perfsanity.rendezvous import Rendezvous
+
+_SIGNATURES = [
+    (re.compile(r"CUDA out of memory|OutOfMemoryError", re.I), "oom"),
+    (re.compile(r"Address already in use", re.I), "port-in-use"),
+    (re.compile(r"Traceback \(most recent call last\)"), "python-exception"),
+    (re.compile(r"NCCL (?:error|WARN)", re.I), "nccl"),
+    (re.compile(r"waited [\d.]+s for", re.I), "timeout"),
+    (re.compile(r"exited with code|died with exit code", re.I), "process-exit"),
+]
+
+
+def role_logs(job_dir: Path) -> dict[str, Path]:
+    """role name -> its main log (logs/<ROLE>.log), plus server logs."""
+    logs = {}
+    for path in sorted((job_dir / "logs").glob("*.log")):
+        logs[path.stem] = path
+    return logs
+
+
+def error_signature(text: str) -> str | None:
+    for pattern, name in _SIGNATURES:
+        if pattern.search(text):
+            return name
+    return None
+
+
+def triage(job_dir: Path, *, reason: str = "", lines: int = 30) -> dict:
+    """Collect failures, signatures and redacted log tails; write ``report.json``; return it."""
+    rdv = Rendezvous(job_dir / "rendezvous")
+    failures = rdv.failures()
+    status = rdv.status()
+    tails = {name: tail(path, lines) for name, path in role_logs(job_dir).items()}
+    failed_role = failures[0]["role"] if failures else None
+    evidence = (failures[0].get("log_tail", "") if failures else "") or (tails.get(failed_role or "", ""))
+    report = {
+        "reason": redact(reason),
+        "failed_role": failed_role,
+        "failures": failures,
+        "benchmark_status": status,
+        "error_signature": error_signature((failures[0]["message"] + "\n" + evidence) if failures else reason),
+        "log_tails": tails,
+    }
+    write_atomic(job_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def format_report(report: dict, *, max_roles: int = 12) -> str:
+    out = [f"=== perfsanity triage: {report.get('reason') or 'job summary'}"]
+    for f in report.get("failures", []):
+        out.append(f"FAILED {f['role']}: {f['message']}")
+    for name, text in list(report.get("log_tails", {}).items())[:max_roles]:
+        if text:
+            out.append(f"--- last lines of {name} ---\n{text}")
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m perfsanity.triage", description="Summarise a failed job dir.")
+    p.add_argument("--job-dir", required=True, type=Path)
+    p.add_argument("--reason", default="")
+    p.add_argument("--lines", type=int, default=30)
+    args = p.parse_args(argv)
+    report = triage(args.job_dir, reason=args.reason, lines=args.lines)
+    print(format_report(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

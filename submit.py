@@ -1,0 +1,19 @@
+#!/usr/bin/env python3
+"""Entry point: validate a perf test config and write/run/submit its job. See ``--help``.
+
+Thin wrapper; all logic is in :mod:`perfsanity.submit`.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from perfsanity.bootstrap import ensure_requirements  # noqa: E402
+
+ensure_requirements()
+
+from perfsanity.submit import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

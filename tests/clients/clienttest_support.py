@@ -1,0 +1,33 @@
+"""Shared helpers for the client tests: a ClientRun factory and the fixture directories."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from perfsanity.clients.base import ClientRun
+
+HERE = Path(__file__).resolve().parent
+CLIENT_FIXTURES = HERE / "fixtures"
+AIPERF_FIXTURES = HERE.parent / "fixtures" / "aiperf"
+
+BASE_RUN = ClientRun(
+    url="http://127.0.0.1:8000",
+    model_name="tiny",
+    tokenizer="/models/tiny",
+    concurrency=4,
+    num_prompts=16,
+    input_length=128,
+    output_length=32,
+    streaming=True,
+    request_timeout_s=600.0,
+    random_seed=0,
+    warmup_requests=2,
+    dataset_file=None,
+    out_dir=Path("/jobs/j1/client/c4"),
+    total_gpus=2,
+)
+
+
+def make_run(**changes) -> ClientRun:
+    return dataclasses.replace(BASE_RUN, **changes)

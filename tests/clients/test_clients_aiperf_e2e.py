@@ -1,0 +1,54 @@
+"""Slow: the real aiperf 0.13.0 (perfsanity.tooling venv) against a local fake OpenAI server.
+
+Exercises the whole client path the BENCHMARK role takes: command → env changes → resolve the
+tool's entry point → run → parse → validity. Needs the aiperf tool venv and the tiny tokenizer
+(both are installed/generated on first use, ~1–2 min; later runs take ~15 s).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from clienttest_support import make_run
+from fake_openai import FakeOpenAI
+
+from perfsanity.clients.aiperf import CLIENT as AIPERF
+from perfsanity.roles import resolve_argv
+from perfsanity.validity import check
+
+ISL, OSL, N, CONC, WARMUP = 32, 16, 12, 3, 1
+
+
+@pytest.mark.slow
+def test_aiperf_against_fake_server(tmp_path: Path):
+    from perfsanity.model_assets import ensure_tiny_model
+
+    tokenizer = ensure_tiny_model()
+    with FakeOpenAI(prompt_tokens=ISL, first_token_delay_s=0.02, token_delay_s=0.003) as srv:
+        run = make_run(url=srv.url, tokenizer=str(tokenizer), concurrency=CONC, num_prompts=N, input_length=ISL,
+                       output_length=OSL, request_timeout_s=30.0, warmup_requests=WARMUP, out_dir=tmp_path,
+                       total_gpus=2)
+        cmd = AIPERF.command(run)
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # as on the cluster
+        for name in cmd.env_unset:
+            env.pop(name, None)
+        env.update(cmd.env_set)
+        proc = subprocess.run(resolve_argv(cmd.argv, cmd.tool), env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        bodies = list(srv.requests)
+
+    assert len(bodies) == N + WARMUP
+    assert {(b["max_tokens"], b["min_tokens"], b["ignore_eos"], b["stream"]) for b in bodies} == {(OSL, OSL, True, True)}
+
+    r = AIPERF.parse(run)
+    assert (r.requested, r.completed, r.failed) == (N, N, 0)
+    assert (r.input_tokens, r.output_tokens) == (N * ISL, N * OSL)  # server-reported usage
+    assert r.ttft.mean >= 20.0  # the server waits 20 ms before the first chunk
+    assert 3.0 <= r.tpot.mean < 50.0 and 3.0 <= r.itl.median < 50.0  # 3 ms between chunks
+    assert r.e2e.mean > r.ttft.mean
+    assert r.output_token_throughput_per_gpu == pytest.approx(r.output_token_throughput / 2)
+    assert check(r, requested=N) == []

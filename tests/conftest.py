@@ -1,0 +1,8 @@
+"""Shared pytest set-up: make the repo importable when pytest runs from tests/ (as slurm_run.sh does)."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))

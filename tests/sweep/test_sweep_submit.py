@@ -1,0 +1,198 @@
+"""--submit with a fake SLURM: caps, resume without duplicates, retries on infrastructure failures only,
+progress output; --local with a stub run_local."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from perfsanity import sweep
+
+BASE = "test_configs/disagg/perf/mocker-ctx1-gen1.yaml"  # relative to the repo
+FOUR = f"""
+base: {BASE}
+parameters:
+  hardware.num_gen_servers: [1, 2]
+  worker_config.gen.max_batch_size: [64, 128]
+"""
+TWO = f"""
+base: {BASE}
+parameters:
+  worker_config.gen.max_batch_size: [64, 128]
+name: "bs{{max_batch_size}}"
+"""
+
+
+def _points(out: Path) -> dict[str, dict]:
+    return {p["name"]: p for p in json.loads((out / sweep.MANIFEST_FILE).read_text())["points"]}
+
+
+def test_max_jobs_and_resume_never_submit_twice(write_sweep, tmp_path, fake_slurm):
+    path, out = write_sweep(FOUR), tmp_path / "out"
+    args = [str(path), "--out", str(out), "--submit", "--max-jobs", "2"]
+    assert sweep.main(args) == 0
+    pts = _points(out)
+    submitted = [p for p in pts.values() if p["job_id"]]
+    assert len(fake_slurm.submitted) == 2 and len(submitted) == 2
+    assert sorted(p["state"] for p in pts.values()) == ["SUBMITTED", "SUBMITTED", "pending", "pending"]
+    for p in submitted:
+        jobid = json.loads((out / p["name"] / "jobid.json").read_text())
+        assert jobid["job_id"] == p["job_id"] and len(p["attempts"]) == 1
+
+    fake_slurm.states.update({"100": "RUNNING", "101": "PENDING"})
+    assert sweep.main(args) == 0  # both slots busy: nothing new, nothing twice
+    assert len(fake_slurm.submitted) == 2
+    assert sorted(p["state"] for p in _points(out).values()) == ["PENDING", "RUNNING", "pending", "pending"]
+
+    fake_slurm.states.update({"100": "COMPLETED", "101": "FAILED"})
+    assert sweep.main(args) == 0  # two slots free: the two pending points go; the FAILED one stays
+    assert len(fake_slurm.submitted) == 4
+    assert sweep.main(args) == 0
+    assert len(fake_slurm.submitted) == 4
+    pts = _points(out)
+    assert len({p["job_id"] for p in pts.values()}) == 4
+    assert {d.name for _, d in fake_slurm.submitted} == set(pts)  # every point exactly once
+    assert sorted(p["state"] for p in pts.values()) == ["COMPLETED", "FAILED", "PENDING", "PENDING"]
+
+
+def test_retry_node_fail_once_but_never_a_test_failure(write_sweep, tmp_path, fake_slurm, capsys):
+    path, out = write_sweep(TWO), tmp_path / "out"
+    # job 100 (bs64): NODE_FAIL, its retry 102 completes; job 101 (bs128): a test failure
+    fake_slurm.script = [["PENDING", "RUNNING", "NODE_FAIL"], ["RUNNING", "FAILED"], ["RUNNING", "COMPLETED"]]
+    # the lost attempt left a batch log behind: it must be archived, not mixed into the retry
+    orig_submit = fake_slurm.submit
+
+    def submit(script, **kw):
+        job_id = orig_submit(script, **kw)
+        (Path(kw["workdir"]) / f"slurm-{job_id}.out").write_text(f"job {job_id}\n")
+        return job_id
+
+    import perfsanity.slurm.jobs as slurm_jobs
+
+    slurm_jobs.submit = submit  # restored by the fixture's monkeypatch
+    rc = sweep.main([str(path), "--out", str(out), "--submit", "--retries", "3"])
+    assert rc == 1  # bs128 failed its test
+    assert [j for j, _ in fake_slurm.submitted] == ["100", "101", "102"]
+    pts = _points(out)
+    a, b = pts["bs64"], pts["bs128"]
+    assert a["state"] == "COMPLETED" and a["job_id"] == "102" and len(a["attempts"]) == 2
+    assert a["attempts"][0]["state"] == "NODE_FAIL" and a["attempts"][0]["infrastructure_failure"] is True
+    assert a["attempts"][0]["archived"] == "attempts/1"
+    assert (out / "bs64" / "attempts" / "1" / "slurm-100.out").is_file()
+    assert (out / "bs64" / "slurm-102.out").is_file() and not (out / "bs64" / "slurm-100.out").exists()
+    assert (out / "bs64" / "launch.sh").is_file()
+    assert b["state"] == "FAILED" and len(b["attempts"]) == 1 and b["attempts"][0]["infrastructure_failure"] is False
+    assert json.loads((out / "bs64" / "jobid.json").read_text())["state"] == "COMPLETED"
+    text = capsys.readouterr().out
+    assert "\r" not in text and "\x1b" not in text
+    assert "bs64: infrastructure failure NODE_FAIL; retry 1/3" in text
+    assert "bs64: job 100 RUNNING" in text and text.count("bs64: job 100 RUNNING") == 1  # once per change
+
+    # re-running the same command: everything finished, nothing is submitted again
+    assert sweep.main([str(path), "--out", str(out), "--submit", "--retries", "3"]) == 1
+    assert len(fake_slurm.submitted) == 3
+
+
+def test_retries_are_bounded(write_sweep, tmp_path, fake_slurm):
+    path, out = write_sweep(TWO), tmp_path / "out"
+    fake_slurm.script = [["BOOT_FAIL"], ["COMPLETED"], ["NODE_FAIL"]]
+    assert sweep.main([str(path), "--out", str(out), "--submit", "--retries", "1"]) == 1
+    assert len(fake_slurm.submitted) == 3  # bs64: first try + one retry; bs128 once
+    pts = _points(out)
+    assert [a["state"] for a in pts["bs64"]["attempts"]] == ["BOOT_FAIL", "NODE_FAIL"]
+    assert pts["bs128"]["state"] == "COMPLETED"
+    # a later run resumes the point lost to the cluster (not a verdict), never the completed one
+    fake_slurm.script = [["COMPLETED"]]
+    assert sweep.main([str(path), "--out", str(out), "--submit", "--wait"]) == 0
+    assert len(fake_slurm.submitted) == 4 and _points(out)["bs64"]["job_id"] == "103"
+
+
+def test_wait_is_bounded_by_slurm_timeout(write_sweep, tmp_path, fake_slurm, monkeypatch):
+    path, out = write_sweep(TWO), tmp_path / "out"
+    clock = [1_000_000.0]
+
+    def sleep(s):
+        clock[0] += 400
+
+    monkeypatch.setattr(sweep, "_now", lambda: clock[0])
+    monkeypatch.setattr(sweep, "_sleep", sleep)
+    fake_slurm.states.update({"100": "RUNNING", "101": "COMPLETED"})
+    assert sweep.main([str(path), "--out", str(out), "--submit", "--wait"]) == 1
+    pts = _points(out)
+    assert pts["bs64"]["state"] == "RUNNING" and "stopped waiting after 1200s" in pts["bs64"]["note"]
+    assert clock[0] - 1_000_000.0 <= 900 + 300 + 400 * 2
+
+
+def test_sbatch_refusal_is_recorded_and_retried_next_run(write_sweep, tmp_path, fake_slurm, monkeypatch):
+    import perfsanity.slurm.jobs as slurm_jobs
+
+    def refuse(script, **kw):
+        raise slurm_jobs.SbatchError(["sbatch"], "exit code 1", returncode=1, stderr="invalid partition")
+
+    monkeypatch.setattr(slurm_jobs, "submit", refuse)
+    path, out = write_sweep(TWO), tmp_path / "out"
+    assert sweep.main([str(path), "--out", str(out), "--submit"]) == 1
+    pts = _points(out)
+    assert {p["state"] for p in pts.values()} == {"submit-failed"}
+    assert "invalid partition" in pts["bs64"]["error"]
+    monkeypatch.setattr(slurm_jobs, "submit", fake_slurm.submit)
+    assert sweep.main([str(path), "--out", str(out), "--submit"]) == 0
+    assert len(fake_slurm.submitted) == 2
+
+
+def test_deleting_a_point_dir_reruns_it(write_sweep, tmp_path, fake_slurm):
+    import shutil
+
+    path, out = write_sweep(TWO), tmp_path / "out"
+    fake_slurm.script = [["FAILED"], ["COMPLETED"]]
+    assert sweep.main([str(path), "--out", str(out), "--submit", "--wait"]) == 1
+    shutil.rmtree(out / "bs64")
+    fake_slurm.script = [["COMPLETED"]]
+    assert sweep.main([str(path), "--out", str(out), "--submit", "--wait"]) == 0
+    assert [j for j, _ in fake_slurm.submitted] == ["100", "101", "102"]
+    assert (out / "bs64" / "launch.sh").is_file()
+
+
+def test_progress_tty_uses_one_updating_line():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    prog = sweep.Progress(tty)
+    prog.summary("2 points: 2 PENDING")
+    prog.event("a: job 1 RUNNING")
+    prog.event("b: job 2 RUNNING")
+    assert "\n" not in tty.getvalue() and tty.getvalue().count("\r") == 3
+    assert "\x1b" not in tty.getvalue()
+    prog.close()
+    assert tty.getvalue().endswith("\n")
+
+    plain = io.StringIO()
+    prog = sweep.Progress(plain)
+    prog.summary("ignored")
+    prog.event("a: job 1 RUNNING")
+    prog.close()
+    lines = plain.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("a: job 1 RUNNING") and "\r" not in plain.getvalue()
+
+
+def test_local_runs_points_in_turn_and_resumes(write_sweep, tmp_path, monkeypatch):
+    import perfsanity.local
+
+    ran = []
+
+    def run_local(job):
+        ran.append(job.job_dir.name)
+        return 0 if job.job_dir.name == "bs64" or len(ran) > 2 else 4
+
+    monkeypatch.setattr(perfsanity.local, "run_local", run_local)
+    path, out = write_sweep(TWO), tmp_path / "out"
+    assert sweep.main([str(path), "--out", str(out), "--local"]) == 1
+    assert ran == ["bs64", "bs128"]
+    pts = _points(out)
+    assert (pts["bs64"]["state"], pts["bs128"]["state"], pts["bs128"]["exit_code"]) == ("COMPLETED", "FAILED", 4)
+    assert sweep.main([str(path), "--out", str(out), "--local"]) == 0  # only the failed point again
+    assert ran == ["bs64", "bs128", "bs128"]
+    assert len(_points(out)["bs128"]["attempts"]) == 2
