@@ -11,9 +11,9 @@ import re
 from typing import Any
 
 MASK = "***"
-# a name that ends with a secret word, or has one followed by a separator (HF_TOKEN, API_KEY_ID); not
+# a name that ends with a secret word, or has one followed by "_" (HF_TOKEN, API_KEY_ID); not
 # max_num_tokens, tokenizer_path or num_keys, which are ordinary settings
-_SECRET_NAME = r"[A-Za-z0-9_.-]*(?:TOKEN|KEY|PASSWORD|PASSWD|SECRET|CREDENTIALS?)(?:[_.-][A-Za-z0-9_]*)?"
+_SECRET_NAME = r"[A-Za-z0-9_.-]*(?:TOKEN|KEY|PASSWORD|PASSWD|SECRET|CREDENTIALS?)(?:_[A-Za-z0-9_]*)?"
 _PATTERNS = [
     # NAME=value (env style): a quoted value whole, else up to whitespace or quote
     re.compile(rf"(?i)\b({_SECRET_NAME})(=)(\"[^\"]*\"|'[^']*'|[^\s'\"]+)"),

@@ -95,9 +95,26 @@ def job_from_env(environ: Mapping[str, str]) -> Job:
                SlurmContext.from_env(environ))
 
 
+def record_start(job: Job) -> None:
+    """``rendezvous/<ROLE>.<rank>.started``: where this role runs (tests and triage check placement)."""
+    data = {
+        "role": job.role,
+        "rank": job.rank,
+        "node": job.slurm.node_name if job.slurm else "local",
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "slurm_job_id": job.slurm.job_id if job.slurm else None,
+        "slurm_step_id": job.slurm.step_id if job.slurm else None,
+        "time": time.time(),
+    }
+    write_atomic(job.job_dir / "rendezvous" / f"{job.role}.{job.rank}.started", json.dumps(data) + "\n")
+
+
 def run_role(job: Job) -> None:
     """Run ``job.role`` to completion; raise a PerfsanityError (with log tail) on failure."""
     placement = job.topology.role(job.role)
+    job.rendezvous.path.mkdir(parents=True, exist_ok=True)
+    record_start(job)
     with TermAsInterrupt():
         if placement.kind in WORKER_KINDS:
             run_worker(job, placement)
@@ -152,6 +169,7 @@ def process_env(job: Job, kind: str, spec_env: Mapping[str, str], placement: Pla
 
 
 def write_spec_files(job: Job, spec: ServerSpec) -> None:
+    (job.job_dir / "profiles").mkdir(exist_ok=True)
     for rel, content in spec.files.items():
         write_atomic(job.job_dir / rel, content)
 
@@ -204,8 +222,9 @@ def serve(job: Job, spec: ServerSpec, kind: str, placement: Placement | None, *,
     procs = ProcessSet()
     try:
         write_spec_files(job, spec)
-        argv = resolve_argv(spec.argv, spec.tool)
         env = process_env(job, kind, spec.env, placement)
+        # backends may refer to per-rank values such as ${SLURM_PROCID}; expanded without a shell
+        argv = [envvars.expand(a, env) for a in resolve_argv(spec.argv, spec.tool)]
         log_path = job.job_dir / "logs" / f"{job.role}.server{'' if job.rank == 0 else f'.{job.rank}'}.log"
         job.log(f"starting: {' '.join(argv)}")
         proc = procs.start(f"{job.role} server", argv, env=env, log_path=log_path, cwd=job.job_dir)

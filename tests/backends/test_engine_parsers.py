@@ -65,10 +65,10 @@ def import_error(*modules: str) -> str | None:
     return lines[-1] if lines else f"exit {proc.returncode}"
 
 
-def require(*modules: str) -> None:
+def require(*modules: str, hint: str = "") -> None:
     error = import_error(*modules)
     if error:
-        pytest.skip(f"{', '.join(modules)} not importable by {ENGINE_PYTHON} ({error}); "
+        pytest.skip(f"{', '.join(modules)} not importable by {ENGINE_PYTHON} ({error}){hint}; "
                     "set PERFSANITY_ENGINE_PYTHON to an interpreter with the engine installed")
 
 
@@ -234,9 +234,9 @@ def test_dynamo_frontend_parses(tmp_path):
 
 @pytest.mark.parametrize("path", TRTLLM_CONFIGS, ids=[p.stem for p in TRTLLM_CONFIGS])
 def test_trtllm_serve_parses(path, tmp_path):
-    # The PyPI "tensorrt-llm" is a placeholder sdist that fetches the real wheel from pypi.nvidia.com, and
-    # importing it needs the CUDA libraries; this runs only where an engine interpreter provides it.
-    require("tensorrt_llm.commands.serve")
+    require("tensorrt_llm.commands.serve",
+            hint=" - PyPI's tensorrt-llm 1.2.1 is a placeholder sdist that fetches the real wheel from "
+                 "pypi.nvidia.com, and importing tensorrt_llm needs the CUDA libraries")
     config = load_config(path)
     backend = get_backend("trtllm")
     requests = [{"check": "trtllm-serve", "args": args_after(backend.worker(worker_context(config, p, tmp_path)).argv,

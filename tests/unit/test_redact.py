@@ -74,3 +74,8 @@ def test_redact_data_nested() -> None:
         "list": ["PASSWORD=***", 3, None, {"secret": MASK}],
         "tuple": ["DB_PASSWORD=***"],
     }
+
+
+@pytest.mark.parametrize("text", ["kv-key-token-test: PASS (post-merge)", "monkey-token-bench: 3"])
+def test_test_names_with_secret_words_untouched(text: str) -> None:
+    assert redact(text) == text
