@@ -11,7 +11,7 @@ import urllib.request
 
 from perfsanity.clients import get_client
 from perfsanity.clients.base import ClientRun
-from perfsanity.errors import PerfsanityError, RoleFailed, WaitTimeout
+from perfsanity.errors import PerfsanityError, WaitTimeout
 from perfsanity.procs import ProcessSet
 from perfsanity.results import ConcurrencyResult, RunResult
 from perfsanity.roles import Job, client_model_name, model_path, resolve_argv
@@ -125,9 +125,7 @@ def run_benchmark(job: Job) -> None:
         status = "failed" if failures else "passed"
     except (PerfsanityError, KeyboardInterrupt) as exc:
         msg = str(exc) if not isinstance(exc, KeyboardInterrupt) else "interrupted (SIGTERM/SIGINT)"
-        failures.append(msg.splitlines()[0] if msg else type(exc).__name__)
-        if isinstance(exc, RoleFailed):
-            failures[-1] = f"{exc.role}: {str(exc).splitlines()[0]}"
+        failures.append(msg.splitlines()[0] if msg else type(exc).__name__)  # RoleFailed: "ROLE: message"
         raise
     finally:
         run_result = run_result.model_copy(update={"results": tuple(results), "failures": tuple(failures),

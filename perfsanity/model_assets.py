@@ -224,11 +224,11 @@ def _copy_to(src: Path, dest: Path) -> Path:
 def ensure_cached_model(tool: tooling.ToolEnv | None = None,
                         fingerprint: str | None = None) -> Path:
     """Return the cached tiny model dir, generating it (once, under a lock) if missing."""
-    tool = tool or tooling.ensure_tool("dynamo")
     key = asset_key(fingerprint or tooling.TOOLS["dynamo"].fingerprint())
     target = cache_dir(key)
     if is_complete(target):
         return target
+    tool = tool or tooling.ensure_tool("dynamo")  # only generation needs the venv
     lock = target.with_name(f".{target.name}.lock")
     with tooling.file_lock(lock, f"generation of tiny model {target}", tooling.install_timeout()):
         if not is_complete(target):

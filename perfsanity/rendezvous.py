@@ -83,6 +83,25 @@ class Rendezvous:
             first = failed[0]
             raise RoleFailed(first["role"], first["message"], first.get("log_tail", ""))
 
+    # ---- job services (values a helper process publishes, e.g. an event-plane broker URL) ----
+    def publish_value(self, name: str, value: str) -> None:
+        write_atomic(self.path / f"{name}.value", json.dumps({"name": name, "value": value}) + "\n")
+
+    def value(self, name: str) -> str | None:
+        try:
+            return json.loads((self.path / f"{name}.value").read_text())["value"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def wait_value(self, name: str, *, timeout_s: float, waiter: str) -> str:
+        """Wait for a published service value; abort at once if any role failed."""
+
+        def check() -> str | None:
+            self.raise_if_failed()
+            return self.value(name)
+
+        return wait_until(check, timeout_s=timeout_s, what=f"{waiter}: job service {name!r} to be published")
+
     # ---- benchmark status --------------------------------------------------------
     def write_status(self, status: str, **extra: object) -> None:
         write_atomic(self.path / STATUS_FILE, json.dumps({"status": status, **extra}) + "\n")

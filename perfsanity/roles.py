@@ -216,13 +216,23 @@ def watch_until_done(job: Job, procs: ProcessSet) -> None:
         time.sleep(0.2)
 
 
-def serve(job: Job, spec: ServerSpec, kind: str, placement: Placement | None, *, ready_timeout_s: float) -> None:
-    """Start one server, publish its address (rank 0 only), watch it, stop it; report failures."""
+def failure_headline(exc: BaseException) -> str:
+    """First line of an error for ``<ROLE>.failed`` (without RoleFailed's own ``ROLE: `` prefix)."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return first.removeprefix(f"{exc.role}: ") if isinstance(exc, RoleFailed) else first
+
+
+def serve(job: Job, spec: ServerSpec, kind: str, placement: Placement | None, *, ready_timeout_s: float,
+          procs: ProcessSet | None = None) -> None:
+    """Start one server, publish its address (rank 0 only), watch it, stop it; report failures.
+
+    ``procs`` may already hold job services this role started (they are watched and stopped too).
+    """
     rdv = job.rendezvous
-    procs = ProcessSet()
+    procs = procs if procs is not None else ProcessSet()
     try:
         write_spec_files(job, spec)
-        env = process_env(job, kind, spec.env, placement)
+        env = process_env(job, kind, {**service_env(job), **spec.env}, placement)
         # backends may refer to per-rank values such as ${SLURM_PROCID}; expanded without a shell
         argv = [envvars.expand(a, env) for a in resolve_argv(spec.argv, spec.tool)]
         log_path = job.job_dir / "logs" / f"{job.role}.server{'' if job.rank == 0 else f'.{job.rank}'}.log"
@@ -236,12 +246,45 @@ def serve(job: Job, spec: ServerSpec, kind: str, placement: Placement | None, *,
             job.log(f"ready at {addr} after {time.monotonic() - t0:.1f}s")
         watch_until_done(job, procs)
     except BaseException as exc:
-        if not isinstance(exc, KeyboardInterrupt):
-            tail_text = getattr(exc, "log_tail", "") or (procs.procs[0].tail() if procs.procs else "")
-            rdv.report_failure(job.role, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, tail_text)
+        # a RoleFailed naming another role is that role's failure (it wrote its own .failed): reporting
+        # it again under this role's name would make the cascade look like the cause
+        foreign = isinstance(exc, RoleFailed) and exc.role != job.role
+        if not isinstance(exc, KeyboardInterrupt) and not foreign:
+            tail_text = getattr(exc, "log_tail", "") or (procs.procs[-1].tail() if procs.procs else "")
+            rdv.report_failure(job.role, failure_headline(exc), tail_text)
         raise
     finally:
         procs.stop_all(job.config.timeouts.shutdown / 2)
+
+
+def service_env(job: Job) -> dict[str, str]:
+    """Env vars carrying job-service values (``Backend.service_env``), waiting (bounded) for each."""
+    backend = get_backend(job.config.metadata.backend)
+    out = {}
+    for name, var in getattr(backend, "service_env", {}).items():
+        out[var] = job.rendezvous.wait_value(name, timeout_s=job.config.timeouts.server_ready, waiter=job.role)
+    return out
+
+
+def start_services(job: Job, procs: ProcessSet) -> None:
+    """Start the backend's job services (``Backend.services``) and publish the first line each prints."""
+    backend = get_backend(job.config.metadata.backend)
+    services = backend.services(job.host) if hasattr(backend, "services") else {}
+    for name, spec in services.items():
+        argv = [envvars.expand(a, job.environ) for a in resolve_argv(spec.argv, spec.tool)]
+        log_path = job.job_dir / "logs" / f"{job.role}.{name}.log"
+        job.log(f"starting job service {name}: {' '.join(argv)}")
+        proc = procs.start(f"{job.role} {name}", argv, env=process_env(job, "router", spec.env), log_path=log_path)
+
+        def first_line(proc=proc) -> str | None:
+            if proc.poll() is not None:
+                raise RoleFailed(job.role, f"job service {proc.name} exited with code {proc.poll()}", proc.tail())
+            lines = [ln for ln in proc.log_path.read_text().splitlines() if not ln.startswith("[perfsanity]")]
+            return lines[0].strip() if lines else None
+
+        value = wait_until(first_line, timeout_s=job.config.timeouts.router_ready,
+                           what=f"job service {name} to print its address (log {log_path})")
+        job.rendezvous.publish_value(name, value)
 
 
 def run_worker(job: Job, placement: Placement) -> None:
@@ -266,24 +309,34 @@ def worker_roles(job: Job, kind: str) -> list[str]:
 def run_router(job: Job) -> None:
     rdv = job.rendezvous
     workers = [p.role for p in job.topology.workers]
+    procs = ProcessSet()
+    try:
+        start_services(job, procs)
+    except BaseException as exc:
+        procs.stop_all()
+        if not isinstance(exc, KeyboardInterrupt):
+            rdv.report_failure(job.role, failure_headline(exc), getattr(exc, "log_tail", ""))
+        raise
     job.log(f"waiting for {', '.join(workers)}")
     try:
         addrs = rdv.wait_for(workers, timeout_s=job.config.timeouts.server_ready, waiter=job.role)
+        backend = get_backend(job.config.metadata.backend)
+        ctx = RouterContext(
+            config=job.config,
+            host=job.host,
+            job_dir=job.job_dir,
+            model_path=model_path(job),
+            ctx=tuple(addrs[r] for r in worker_roles(job, "ctx")),
+            gen=tuple(addrs[r] for r in worker_roles(job, "gen")),
+            discovery_dir=job.discovery_dir,
+        )
+        spec = backend.router(ctx)
     except BaseException as exc:
+        procs.stop_all()
         if not isinstance(exc, (KeyboardInterrupt, RoleFailed)):
-            rdv.report_failure(job.role, str(exc))
+            rdv.report_failure(job.role, failure_headline(exc))
         raise
-    backend = get_backend(job.config.metadata.backend)
-    ctx = RouterContext(
-        config=job.config,
-        host=job.host,
-        job_dir=job.job_dir,
-        model_path=model_path(job),
-        ctx=tuple(addrs[r] for r in worker_roles(job, "ctx")),
-        gen=tuple(addrs[r] for r in worker_roles(job, "gen")),
-        discovery_dir=job.discovery_dir,
-    )
-    serve(job, backend.router(ctx), "router", None, ready_timeout_s=job.config.timeouts.router_ready)
+    serve(job, spec, "router", None, ready_timeout_s=job.config.timeouts.router_ready, procs=procs)
 
 
 def model_path(job: Job) -> str:

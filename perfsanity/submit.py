@@ -29,7 +29,6 @@ from perfsanity.cluster import ClusterDefaults, cluster_from_env_or_arg
 from perfsanity.config import Config, apply_overrides, load_config, read_yaml
 from perfsanity.errors import ConfigError, PerfsanityError
 from perfsanity.fsutil import write_atomic
-from perfsanity.jobmeta import job_meta
 from perfsanity.launch import (
     DRAFT_LAUNCH,
     REPO_ROOT,
@@ -74,6 +73,8 @@ class PreparedJob:
             write_atomic(self.launch_path, self.launch_sh, mode=0o755)
             write_atomic(self.job_dir / "config.resolved.yaml", yaml.safe_dump(resolved, sort_keys=False))
             write_atomic(self.job_dir / "job.json", json.dumps(self.job_info(), indent=2) + "\n")
+            from perfsanity.jobmeta import job_meta  # imports SQLAlchemy: only when a job is written
+
             meta = job_meta(self.config, self.topology, commit=harness_commit())
             write_atomic(self.job_dir / "job_meta.json", meta.model_dump_json(indent=2) + "\n")
         except OSError as exc:

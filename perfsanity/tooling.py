@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
-import ipaddress
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from perfsanity.errors import PerfsanityError
+from perfsanity.ports import listening_sockets
 
 MARKER_NAME = ".perfsanity-complete"
 LOG_NAME = "perfsanity-install.log"
@@ -228,20 +228,30 @@ def _run_logged(argv: Sequence[str], log: Path, deadline: float, label: str) -> 
         out.flush()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_bounded(proc, deadline, label, log)
+    except BaseException:
+        _kill_group(proc)  # also on Ctrl-C: never leave a pip behind
+        raise
+    if proc.returncode != 0:
+        raise ToolInstallError(
+            f"{label}: exit code {proc.returncode}; log {log}:\n{_tail(log)}")
+
+
+def _wait_bounded(proc: subprocess.Popen[bytes], deadline: float, label: str, log: Path) -> None:
+    """Wait for ``proc``, printing a progress line every 30 s; raise at ``deadline``."""
     started = time.monotonic()
     next_note = started + PROGRESS_EVERY_S
     while proc.poll() is None:
         now = time.monotonic()
         if now >= deadline:
-            _kill_group(proc)
-            raise ToolInstallError(f"{label}: timed out; log {log}:\n{_tail(log)}")
+            raise ToolInstallError(
+                f"{label}: timed out after {now - started:.0f}s (PERFSANITY_INSTALL_TIMEOUT bounds "
+                f"the whole install); log {log}:\n{_tail(log)}")
         if now >= next_note:
             _log(f"  ... {label}: still running ({now - started:.0f}s)")
             next_note = now + PROGRESS_EVERY_S
         time.sleep(0.2)
-    if proc.returncode != 0:
-        raise ToolInstallError(
-            f"{label}: exit code {proc.returncode}; log {log}:\n{_tail(log)}")
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -306,7 +316,8 @@ def ensure_tool(name: str) -> ToolEnv:
         return _env_for(venv, spec)
     timeout_s = install_timeout()
     lock = venv.with_name(venv.name + ".lock")
-    with file_lock(lock, f"install of {spec.name} {spec.version} into {venv}", timeout_s):
+    # A waiter starts after the installer took the lock; a small margin covers the marker write.
+    with file_lock(lock, f"install of {spec.name} {spec.version} into {venv}", timeout_s + 5):
         if not _is_complete(venv, spec):  # another process may have finished it meanwhile
             _install(spec, venv, timeout_s)
     return _env_for(venv, spec)
@@ -319,59 +330,22 @@ def ensure_tool(name: str) -> ToolEnv:
 # configurable); in broker mode publishers and subscribers only connect, so nothing but this
 # broker listens, on the host it is given. Both ports are OS-assigned; the first stdout line is
 # the DYN_ZMQ_BROKER_URL value. Needs pyzmq: run it with the dynamo tool's interpreter.
-ZMQ_BROKER_CODE = """
-import sys, zmq
-ctx = zmq.Context()
-xsub = ctx.socket(zmq.XSUB)
-xsub.bind(f"tcp://{sys.argv[1]}:*")
-xpub = ctx.socket(zmq.XPUB)
-xpub.bind(f"tcp://{sys.argv[1]}:*")
-print(f"xsub={xsub.LAST_ENDPOINT.decode()} , xpub={xpub.LAST_ENDPOINT.decode()}", flush=True)
-zmq.proxy(xsub, xpub)
-"""
-
-
 def zmq_broker_argv(dynamo: ToolEnv, host: str = "127.0.0.1") -> list[str]:
     """argv of the event-plane broker; its first stdout line is the ``DYN_ZMQ_BROKER_URL``."""
-    return [str(dynamo.python), "-c", ZMQ_BROKER_CODE, host]
+    from perfsanity.backends import zmq_broker
 
-
-def _decode_proc_addr(hex_addr: str) -> str:
-    """Decode an address column of /proc/net/tcp{,6} (little-endian 32-bit words) to text."""
-    raw = bytes.fromhex(hex_addr)
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    if len(words) == 4:
-        return ".".join(str(b) for b in words)
-    return str(ipaddress.IPv6Address(words))
-
-
-def _socket_inodes(pid: int) -> set[str]:
-    inodes: set[str] = set()
-    fd_dir = Path(f"/proc/{pid}/fd")
-    for fd in fd_dir.iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    return inodes
+    return [str(dynamo.python), zmq_broker.__file__, host]
 
 
 def listening_tcp_ports(pid: int) -> list[tuple[str, int]]:
     """``(host, port)`` of every TCP socket in LISTEN state that process ``pid`` holds (Linux).
 
-    Race-free way to learn OS-assigned ports (``--http-port 0``): the sockets are read from the
-    live process, nothing is probed and released. Raises ``FileNotFoundError`` if ``pid`` is gone.
+    Race-free way to learn OS-assigned ports (``--http-port 0``). Raises ``FileNotFoundError`` if
+    ``pid`` is gone.
     """
-    inodes = _socket_inodes(pid)
-    found: list[tuple[str, int]] = []
-    for table in ("tcp", "tcp6"):
-        lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        for line in lines:
-            cols = line.split()
-            if cols[3] == "0A" and cols[9] in inodes:  # 0A = TCP_LISTEN
-                host, port = cols[1].split(":")
-                found.append((_decode_proc_addr(host), int(port, 16)))
-    return sorted(found, key=lambda item: item[1])
+    if not Path(f"/proc/{pid}").exists():
+        raise FileNotFoundError(f"/proc/{pid}")
+    return listening_sockets(pid, tree=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

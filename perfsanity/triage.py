@@ -15,7 +15,7 @@ from pathlib import Path
 
 from perfsanity.fsutil import write_atomic
 from perfsanity.procs import tail
-from perfsanity.redact import redact
+from perfsanity.redact import redact_data
 from perfsanity.rendezvous import Rendezvous
 
 _SIGNATURES = [
@@ -49,16 +49,20 @@ def triage(job_dir: Path, *, reason: str = "", lines: int = 30) -> dict:
     failures = rdv.failures()
     status = rdv.status()
     tails = {name: tail(path, lines) for name, path in role_logs(job_dir).items()}
-    failed_role = failures[0]["role"] if failures else None
+    # no role reported a failure, but the benchmark's status did (router never served, client died)
+    bench_failures = [str(f) for f in ((status or {}).get("failures") or [])]
+    failed_role = failures[0]["role"] if failures else ("BENCHMARK" if bench_failures else None)
     evidence = (failures[0].get("log_tail", "") if failures else "") or (tails.get(failed_role or "", ""))
     report = {
-        "reason": redact(reason),
+        "reason": reason,
         "failed_role": failed_role,
         "failures": failures,
         "benchmark_status": status,
-        "error_signature": error_signature((failures[0]["message"] + "\n" + evidence) if failures else reason),
+        "error_signature": error_signature((failures[0]["message"] + "\n" + evidence) if failures
+                                           else "\n".join([reason, *bench_failures])),
         "log_tails": tails,
     }
+    report = redact_data(report)  # .failed/benchmark.status may be written by anyone: redact all
     write_atomic(job_dir / "report.json", json.dumps(report, indent=2) + "\n")
     return report
 

@@ -90,6 +90,11 @@ class Backend(Protocol):
         """The disaggregated router (DISAGG_SERVER) in front of the workers."""
         ...
 
+    # Optional, for backends that need job-wide helper processes (see dynamo_mocker):
+    #   services(host) -> {name: ServerSpec}: started by DISAGG_SERVER before it waits for workers;
+    #       the first line each prints is published in the rendezvous dir as the service's value.
+    #   service_env: {name: ENV_VAR}: every server process gets ENV_VAR=<value of service name>.
+
 
 def cli_flags(options: Mapping[str, object], *, skip: tuple[str, ...] = ()) -> list[str]:
     """Engine options → ``--key-with-dashes value`` flags (``True`` → bare flag, ``False``/``None`` → omitted).

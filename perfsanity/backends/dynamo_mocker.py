@@ -4,6 +4,10 @@ A real disaggregated serving path (Dynamo's OpenAI frontend, router, TCP request
 plane, prefill→decode hand-off) with simulated compute. File discovery in the job's shared
 ``discovery/`` dir; no etcd or NATS. Measured facts are in ``docs/dynamo-mocker.md``.
 
+Event plane: a per-job broker (:mod:`perfsanity.backends.zmq_broker`, a job service started by
+DISAGG_SERVER) keeps every socket on the bind host; without it Dynamo binds event-plane sockets on
+0.0.0.0.
+
 Ports: the frontend takes ``--http-port 0``; each worker's system status server takes
 ``DYN_SYSTEM_PORT=0``; request-plane ports are OS-assigned. ``/health`` on a worker's status server
 answers 200 once its ``generate`` endpoint is ready (``DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS``).
@@ -11,6 +15,7 @@ answers 200 once its ``generate`` endpoint is ready (``DYN_SYSTEM_USE_ENDPOINT_H
 
 from __future__ import annotations
 
+from perfsanity.backends import zmq_broker
 from perfsanity.backends.base import RouterContext, ServerSpec, WorkerContext, cli_flags
 
 # typed parallelism keys describe the (simulated) deployment's GPUs; the mocker takes none of them
@@ -32,12 +37,20 @@ def dynamo_env(host: str, discovery_dir: str) -> dict[str, str]:
         "DYN_SYSTEM_HOST": host,
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
+        "DYN_SDK_DISABLE_ANSI_LOGGING": "1",
     }
 
 
 class DynamoMockerBackend:
     name = "dynamo-mocker"
     tools = ("dynamo",)
+    #: job service -> env var: every worker and the frontend connect to the job's event-plane broker
+    service_env = {"zmq_broker": "DYN_ZMQ_BROKER_URL"}
+
+    def services(self, host: str) -> dict[str, ServerSpec]:
+        """The event-plane broker, started by DISAGG_SERVER before the workers start."""
+        argv = ("python3", zmq_broker.__file__, host)
+        return {"zmq_broker": ServerSpec(argv=argv, tool="dynamo")}
 
     def worker(self, ctx: WorkerContext) -> ServerSpec:
         kind = ctx.placement.kind

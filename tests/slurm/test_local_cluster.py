@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,77 +21,9 @@ from perfsanity.slurm.env import parse_hostlist
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_BASE = Path(os.environ.get("PERFSANITY_SLURM_BASE", "/tmp/perfsanity-slurm"))
-NEEDED_NODES = 4
 JOB_TIMEOUT_S = 60.0
 
-
-@dataclass(frozen=True)
-class Cluster:
-    """What the tests know about the running cluster."""
-
-    slurm_conf: str
-    nodes: tuple[str, ...]
-    gpus_per_node: int
-
-
-def _read_env_file(path: Path) -> dict[str, str]:
-    """Parse the ``export K=V`` lines that start.sh writes."""
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for line in path.read_text().splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, _, value = line[len("export ") :].partition("=")
-            values[key.strip()] = value.strip().strip("'\"")
-    return values
-
-
-def _unavailable(reason: str) -> None:
-    message = f"no local SLURM cluster reachable ({reason}); run scripts/local_slurm/start.sh"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true: {message}", pytrace=False)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
-    """The running local cluster; skips (fails under CI=true) when none is reachable."""
-    env_values = _read_env_file(DEFAULT_BASE / "env.sh")
-    conf = os.environ.get("SLURM_CONF") or env_values.get("SLURM_CONF") or "/etc/slurm/slurm.conf"
-    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        _unavailable("sinfo/sbatch not on PATH")
-    if not Path(conf).is_file():
-        _unavailable(f"no SLURM config at {conf}")
-    try:
-        proc = subprocess.run(
-            ["sinfo", "-h", "-N", "-t", "idle,mixed,allocated", "-o", "%N"],
-            capture_output=True,
-            text=True,
-            timeout=15,
-            env={**os.environ, "SLURM_CONF": conf},
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        _unavailable("sinfo did not answer within 15s")
-    if proc.returncode != 0:
-        _unavailable(f"sinfo failed: {proc.stderr.strip()}")
-    nodes = tuple(sorted(set(proc.stdout.split()), key=lambda n: (len(n), n)))
-    if len(nodes) < NEEDED_NODES:
-        _unavailable(f"need {NEEDED_NODES} usable nodes, sinfo shows {list(nodes)}")
-    saved = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = conf  # jobs.* run the clients with the inherited environment
-    try:
-        yield Cluster(
-            slurm_conf=conf,
-            nodes=nodes[:NEEDED_NODES],
-            gpus_per_node=int(env_values.get("PERFSANITY_SLURM_GPUS_PER_NODE", "0") or 0),
-        )
-    finally:
-        if saved is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = saved
+# the ``cluster`` fixture (skip without a cluster, fail under CI=true) lives in conftest.py
 
 
 def _write_script(path: Path, body: str) -> Path:
@@ -130,7 +58,7 @@ def _marker_processes(marker: str) -> list[str]:
     return found
 
 
-def test_four_node_job_places_steps_on_requested_nodes(cluster: Cluster, tmp_path: Path) -> None:
+def test_four_node_job_places_steps_on_requested_nodes(cluster, tmp_path: Path) -> None:
     nodes = cluster.nodes
     # one single-node step per node, in reverse order, each pinned with -w
     pinned = "\n".join(
@@ -176,7 +104,7 @@ def test_four_node_job_places_steps_on_requested_nodes(cluster: Cluster, tmp_pat
             assert c["gpus"] == [str(i) for i in range(cluster.gpus_per_node)]
 
 
-def test_failing_step_propagated_by_batch_script_fails_job(cluster: Cluster, tmp_path: Path) -> None:
+def test_failing_step_propagated_by_batch_script_fails_job(cluster, tmp_path: Path) -> None:
     script = _write_script(
         tmp_path / "fail.sbatch",
         f"srun -N1 -n1 -w {cluster.nodes[1]} bash -c 'echo step-ran; exit 3'\n"
@@ -196,7 +124,7 @@ def test_failing_step_propagated_by_batch_script_fails_job(cluster: Cluster, tmp
     assert jobs.job_state(job_id) == info
 
 
-def test_cancel_mid_run_leaves_no_process(cluster: Cluster, tmp_path: Path) -> None:
+def test_cancel_mid_run_leaves_no_process(cluster, tmp_path: Path) -> None:
     marker = f"perfsanity-cancel-{uuid.uuid4().hex[:12]}"
     script = _write_script(
         tmp_path / "cancel.sbatch",
@@ -224,7 +152,7 @@ def test_cancel_mid_run_leaves_no_process(cluster: Cluster, tmp_path: Path) -> N
     assert not left, f"processes of cancelled job {job_id} still running: {left}"
 
 
-def test_wait_for_job_timeout_names_job_and_leaves_it_running(cluster: Cluster, tmp_path: Path) -> None:
+def test_wait_for_job_timeout_names_job_and_leaves_it_running(cluster, tmp_path: Path) -> None:
     script = _write_script(tmp_path / "slow.sbatch", "sleep 120\n")
     job_id = jobs.submit(script, workdir=tmp_path, extra_args=["-N1", "-t", "5", "-o", str(tmp_path / "s.out")])
     try:
@@ -245,7 +173,7 @@ def test_wait_for_job_timeout_names_job_and_leaves_it_running(cluster: Cluster, 
     assert jobs.wait_for_job(job_id, timeout_s=30, poll_s=0.3).state == "CANCELLED"
 
 
-def test_sbatch_error_carries_stderr(cluster: Cluster, tmp_path: Path) -> None:
+def test_sbatch_error_carries_stderr(cluster, tmp_path: Path) -> None:
     script = _write_script(tmp_path / "nope.sbatch", "true\n")
     with pytest.raises(jobs.SbatchError) as excinfo:
         jobs.submit(script, workdir=tmp_path, extra_args=["-p", "no-such-partition"])
