@@ -77,10 +77,11 @@ def run_one(job: Job, run: ClientRun, client_name: str) -> ConcurrencyResult:
                        what=f"{client_name} at concurrency {run.concurrency} to finish "
                        f"(timeouts.client_per_concurrency)")
         except WaitTimeout as exc:
-            raise WaitTimeout(f"{exc}; client log tail:\n{proc.tail(20)}") from None
+            raise WaitTimeout(f"{exc} (log {log})\n--- last lines of the client log ---\n{proc.tail(20)}") from None
         if proc.poll() != 0:
+            # first line = the failure as recorded in results.json / junit; the tail follows
             raise PerfsanityError(f"{client_name} at concurrency {run.concurrency} exited with code "
-                                  f"{proc.poll()}; log tail:\n{proc.tail(30)}")
+                                  f"{proc.poll()} (log {log})\n--- last lines of the client log ---\n{proc.tail(30)}")
     return client.parse(run)
 
 

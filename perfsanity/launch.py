@@ -79,7 +79,10 @@ def render_prefix(config: Config, topology: Topology, job_dir: Path) -> str:
     if topology.total_gpus:
         lines.append(f"#SBATCH --gres=gpu:{topology.gpus_per_node}")
     out = str(job_dir / "slurm-%j.out")
-    lines.append(f"#SBATCH --output={_sbatch_value(config, 'output', out)}")
+    if not _SBATCH_SAFE.match(out):
+        raise ConfigError(None, "--out", f"bad job directory {str(job_dir)!r}: it lands in an #SBATCH line, so it "
+                          "may only use letters, digits and ._,:@+=/%-")
+    lines.append(f"#SBATCH --output={out}")
     for arg in s.extra_args_list:
         lines.append(f"#SBATCH {_sbatch_value(config, 'extra_args', arg)}")
     return "\n".join(lines) + "\n"

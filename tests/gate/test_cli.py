@@ -174,11 +174,13 @@ def test_malformed_results_json(tmp_path, capsys):
     assert "results.json" in err and err.count("\n") == 1
 
 
-def test_parser_leaves_room_for_more_subcommands():
+def test_parser_has_job_dir_commands_and_room_for_more():
     parser = build_parser()
-    extra = parser.subparsers.add_parser("status")
+    assert parser.parse_args(["status", "somedir"]).command == "status"
+    assert parser.parse_args(["logs", "somedir", "GEN_0"]).command == "logs"
+    extra = parser.subparsers.add_parser("extra-cmd")
     extra.set_defaults(func=lambda args: 0)
-    assert parser.parse_args(["status"]).command == "status"
+    assert parser.parse_args(["extra-cmd"]).command == "extra-cmd"
 
 
 def _run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:

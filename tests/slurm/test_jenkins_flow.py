@@ -1,0 +1,118 @@
+"""The Jenkins side of the L0 flow on the real local SLURM.
+
+* ``run_perf_test.sh`` (stage ``all``): exit 0, a ``junit.xml`` Jenkins' junit step accepts (no
+  failures), ``results.json`` in the workspace.
+* The Jenkinsfile's stages one by one (``jenkins_stage.sh validate|submit|track|collect`` with
+  ``TEST_LIST`` / ``CLUSTER_FILE``, as the Jenkinsfile runs them): each stage does only its part.
+
+Needs ``scripts/local_slurm/start.sh`` (skipped without it, failed under CI=true).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from junitparser import JUnitXml
+
+from perfsanity.slurm import jobs
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+
+TEST_ID = "disagg_upload-e2e-mocker-ctx1-gen1"
+JENKINS_STAGE = Path(__file__).resolve().parents[2] / "jenkins/scripts/perf/jenkins_stage.sh"
+
+
+def _check_junit_like_jenkins(path: Path) -> None:
+    """What Jenkins' junit step needs: a <testsuites>/<testsuite> root, named test cases, no failures."""
+    root = ET.parse(path).getroot()
+    assert root.tag in ("testsuites", "testsuite"), root.tag
+    xml = JUnitXml.fromfile(str(path))
+    suites = list(xml) if root.tag == "testsuites" else [xml]
+    cases = [case for suite in suites for case in suite]
+    assert cases, f"{path}: no test cases"
+    for case in cases:
+        assert case.name and case.classname, f"{path}: test case without name/classname"
+        assert case.is_passed or case.is_skipped, f"{path}: {case.classname}.{case.name} {case.result}"
+    assert xml.failures == 0 and xml.errors == 0
+
+
+def _print_tail(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-2000:]}"
+
+
+@pytest.mark.timeout(360)
+def test_run_perf_test_all_stages(cluster, s, tmp_path):
+    ws = tmp_path / f"ws-{uuid.uuid4().hex[:10]}"
+    argv = ["bash", str(s.RUN_PERF_TEST), "--test", TEST_ID, "--workspace", str(ws), "--cluster", str(s.LOCAL_CLUSTER)]
+    try:
+        proc = s.run(argv, env=s.env(tmp_path, PERFSANITY_GPU_TYPE="CPU"), timeout_s=330, log=tmp_path / "run.log")
+        assert proc.returncode == 0, _print_tail(proc)
+        info = json.loads((ws / "jobid.json").read_text())
+        assert (info["state"], info["exit_code"]) == ("COMPLETED", 0)
+        assert "[track] job" in proc.stdout and "[collect] junit" in proc.stdout
+        _check_junit_like_jenkins(ws / "junit.xml")
+        results = json.loads((ws / "results.json").read_text())
+        assert results["status"] == "passed"
+        assert [r["concurrency"] for r in results["results"]] == [1, 8]
+        assert all(r["completed"] == r["requested"] for r in results["results"])
+        # the L0 inputs Jenkins hands to submit.py, and the job's own log, are in the workspace
+        for name in ("test_list.txt", "script_prefix.sh", "srun_args.txt", "launch.sh", f"slurm-{info['job_id']}.out"):
+            assert (ws / name).is_file(), name
+        left = s.wait_no_processes(str(ws), timeout_s=30)
+        assert not left, "\n".join(left)
+    finally:
+        s.cancel_quietly(s.job_id_of(ws))
+
+
+@pytest.mark.timeout(360)
+def test_jenkinsfile_stages_one_by_one(cluster, s, tmp_path):
+    """jenkins_stage.sh <stage> from the Jenkins workspace (here tmp_path): perf-ws/<test>/."""
+    env = s.env(tmp_path, TEST_LIST=f"# nightly\n{TEST_ID}\n", CLUSTER_FILE=str(s.LOCAL_CLUSTER), UPLOAD="false",
+                PERFSANITY_GPU_TYPE="CPU")
+    ws = tmp_path / "perf-ws" / TEST_ID
+
+    def stage(name: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+        return s.run(["bash", str(JENKINS_STAGE), name], env=env, cwd=tmp_path, timeout_s=timeout_s,
+                     log=tmp_path / f"{name}.log")
+
+    try:
+        proc = stage("validate")
+        assert proc.returncode == 0, _print_tail(proc)
+        assert (ws / "launch.sh").is_file() and not (ws / "jobid.json").exists()
+        assert subprocess.run(["bash", "-n", str(ws / "launch.sh")], check=False).returncode == 0
+
+        proc = stage("submit")
+        assert proc.returncode == 0, _print_tail(proc)
+        job_id = s.job_id_of(ws)
+        assert job_id and f"[submit] job {job_id}" in proc.stdout
+        assert jobs.job_state(job_id).state in ("PENDING", "RUNNING", "COMPLETING", "COMPLETED")
+        assert not (ws / "junit.xml").exists()  # submit does not wait
+
+        proc = stage("track", timeout_s=300)
+        assert proc.returncode == 0, _print_tail(proc)
+        info = json.loads((ws / "jobid.json").read_text())
+        assert (info["job_id"], info["state"], info["exit_code"]) == (job_id, "COMPLETED", 0)
+
+        proc = stage("collect")
+        assert proc.returncode == 0, _print_tail(proc)
+        _check_junit_like_jenkins(ws / "junit.xml")
+        assert (ws / "results.json").is_file()
+        # Jenkins' post step: junit(testResults: 'perf-ws/**/junit.xml') finds exactly this one
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.glob("perf-ws/**/junit.xml")) == [
+            Path("perf-ws") / TEST_ID / "junit.xml"]
+    finally:
+        s.cancel_quietly(s.job_id_of(ws))
+
+
+@pytest.mark.timeout(120)
+def test_validate_stage_rejects_unknown_test(cluster, s, tmp_path):
+    proc = s.run(["bash", str(s.RUN_PERF_TEST), "--stage", "validate", "--test", "disagg_upload-e2e-no-such-config",
+                  "--workspace", str(tmp_path / "ws"), "--cluster", str(s.LOCAL_CLUSTER)],
+                 env=s.env(tmp_path), timeout_s=60)
+    assert proc.returncode != 0
+    assert "no-such-config" in proc.stderr and not (tmp_path / "ws" / "launch.sh").exists()
