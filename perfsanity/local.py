@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from perfsanity.procs import ProcessSet, TermAsInterrupt
+from perfsanity.rendezvous import Rendezvous
 from perfsanity.results import RunResult
 from perfsanity.submit import PreparedJob
 from perfsanity.summary import format_table
@@ -132,6 +133,11 @@ def _report(job: PreparedJob, verdict: int) -> int:
         if result.results:
             print("\n" + format_table(result.results))
     if verdict != 0:
-        print(format_report(triage(job.job_dir, reason=f"job failed (exit code {verdict})")))
+        # keep the benchmark's own, more specific reason when it wrote one
+        reason = ""
+        status = Rendezvous(job.job_dir / "rendezvous").status()
+        if status and status.get("failures"):
+            reason = "; ".join(status["failures"])
+        print(format_report(triage(job.job_dir, reason=reason or f"job failed (exit code {verdict})")))
     _say(f"{'PASSED' if verdict == 0 else 'FAILED'}: results {results_path}, junit {job.job_dir / 'junit.xml'}")
     return verdict

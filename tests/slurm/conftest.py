@@ -110,12 +110,13 @@ def s():
 # ------------------------------------------------------------------------------------ processes
 
 
-def job_processes(marker: str) -> list[str]:
+def job_processes(marker: str, job_id: str | None = None) -> list[str]:
     """Live (non-zombie) processes whose argv or environment contains ``marker``, from /proc.
 
     Use a unique job dir path as the marker: every process of a job either names it on its command
     line or inherits it (``PERFSANITY_JOB_DIR``, ``SLURM_SUBMIT_DIR``), including the servers the roles
-    start, whose argv does not name it. (``ps`` may cut long lines; zombies have an empty cmdline.)
+    start, whose argv does not name it. With ``job_id``, only processes of that SLURM job (its
+    ``SLURM_JOB_ID``). (``ps`` may cut long lines; zombies have an empty cmdline.)
     """
     me = os.getpid()
     needle = marker.encode()
@@ -132,16 +133,18 @@ def job_processes(marker: str) -> list[str]:
                 environ = b""
         except (OSError, IndexError):
             continue  # exited meanwhile
+        if job_id is not None and f"SLURM_JOB_ID={job_id}".encode() not in environ.split(b"\0"):
+            continue
         if state != "Z" and (needle in argv or needle in environ):
             text = argv.replace(b"\0", b" ").decode(errors="replace").strip()
             found.append(f"{entry.name} {text[:300]}")
     return found
 
 
-def wait_no_processes(marker: str, timeout_s: float) -> list[str]:
+def wait_no_processes(marker: str, timeout_s: float, job_id: str | None = None) -> list[str]:
     """Poll until no process of ``marker`` is left or ``timeout_s`` passed; return what is left."""
     deadline = time.monotonic() + timeout_s
-    while (left := job_processes(marker)) and time.monotonic() < deadline:
+    while (left := job_processes(marker, job_id)) and time.monotonic() < deadline:
         time.sleep(0.3)
     return left
 
