@@ -4,7 +4,7 @@ Run under an interpreter that has the engine installed (``$PERFSANITY_ENGINE_PYT
 import perfsanity. Reads one JSON request from stdin::
 
     {"check": "sglang.launch_server" | "sglang_router.launch_router" | "dynamo.sglang"
-              | "dynamo.frontend" | "trtllm-serve",
+              | "dynamo.frontend" | "dynamo.mocker" | "trtllm-serve",
      "args": [...],            # the words after the module / executable name
      "env": {...}}             # set before parsing (engines read defaults from env)
 
@@ -147,6 +147,19 @@ def check_dynamo_frontend(args: list[str]) -> dict:
     return {"error": None, "parsed": {k: getattr(config, k, None) for k in keys}, "version": _version("ai-dynamo")}
 
 
+def check_dynamo_mocker(args: list[str]) -> dict:
+    from dynamo.mocker.args import parse_args
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            ns = parse_args(list(args))
+    except SystemExit:
+        return {"error": err.getvalue().strip(), "parsed": {}, "version": _version("ai-dynamo")}
+    keys = ("model_path", "model_name", "disaggregation_mode", "speedup_ratio", "block_size")
+    return {"error": None, "parsed": {k: getattr(ns, k, None) for k in keys}, "version": _version("ai-dynamo")}
+
+
 def check_trtllm_serve(args: list[str]) -> dict:
     """click parsing only (``make_context`` does not invoke the command)."""
     from tensorrt_llm.commands import serve as tserve
@@ -166,6 +179,7 @@ CHECKS = {
     "sglang_router.launch_router": check_sglang_router,
     "dynamo.sglang": check_dynamo_sglang,
     "dynamo.frontend": check_dynamo_frontend,
+    "dynamo.mocker": check_dynamo_mocker,
     "trtllm-serve": check_trtllm_serve,
 }
 
