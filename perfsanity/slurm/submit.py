@@ -16,6 +16,12 @@ WAIT_MARGIN_S = 300
 
 def write_jobid(job: PreparedJob, job_id: str, info: JobInfo | None = None) -> None:
     data = {**job.job_info(), "job_id": job_id, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    try:  # updating the same job's record (its final state): keep when it was created and submitted
+        old = json.loads((job.job_dir / "jobid.json").read_text())
+        if str(old.get("job_id")) == job_id:
+            data.update({k: old[k] for k in ("created", "submitted", "harness_commit") if k in old})
+    except (OSError, ValueError, AttributeError):
+        pass
     if info is not None:
         data["state"] = info.state
         data["exit_code"] = info.exit_code

@@ -203,8 +203,13 @@ def jobs(tmp_path: Path):
     j.check_no_leftovers()
 
 
+# Captured at import: every conftest.py is imported as "conftest", so a later sys.modules lookup may
+# find another directory's conftest when several test folders run together.
+_THIS_MODULE = sys.modules[__name__]
+
+
 @pytest.fixture(scope="session")
 def e2e():
     """This module: helpers and constants (``e2e.MOCKER``, ``e2e.strip_ansi``, ``e2e.processes_of``…)."""
-    return sys.modules[__name__]
+    return _THIS_MODULE
 

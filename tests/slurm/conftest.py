@@ -101,10 +101,15 @@ def cluster() -> Iterator[Cluster]:
             os.environ["SLURM_CONF"] = saved
 
 
+# Captured at import: every conftest.py here is imported under the name "conftest", so looking
+# sys.modules["conftest"] up later may find another directory's conftest.
+_THIS_MODULE = sys.modules[__name__]
+
+
 @pytest.fixture(scope="session")
 def s():
     """This module: the helpers below."""
-    return sys.modules[__name__]
+    return _THIS_MODULE
 
 
 # ------------------------------------------------------------------------------------ processes
@@ -246,3 +251,30 @@ def started_roles(job_dir: Path) -> dict[str, dict]:
         if data is not None:
             out[path.name.removesuffix(".started")] = data
     return out
+
+
+# ------------------------------------------------------------------------------------- nodes
+
+
+def node_state(node: str) -> str:
+    """sinfo's state of one node (``idle``, ``allocated``, ``down``, ``idle+drain``...), lower case."""
+    proc = subprocess.run(["sinfo", "-h", "-N", "-n", node, "-o", "%T"], capture_output=True, text=True, timeout=15,
+                          check=False)
+    return proc.stdout.strip().lower()
+
+
+def node_down(node: str, reason: str) -> None:
+    """``scontrol update state=down``: slurmctld fails the jobs on it (NODE_FAIL, or requeue)."""
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", f"reason={reason}"], check=True,
+                   capture_output=True, timeout=15)
+
+
+def resume_node(node: str) -> None:
+    """Bring a node back into service (with ReturnToService=2 it often already came back by itself)."""
+    for _ in range(20):
+        state = node_state(node)
+        if state and not any(w in state for w in ("down", "drain", "fail")):
+            return
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True, timeout=15,
+                       check=False)
+        time.sleep(0.5)

@@ -5,7 +5,9 @@
 * a prefill worker that crashes at start fails the job fast, names CTX_0 (with its log tail) in
   junit.xml, and leaves no process behind;
 * ``scancel`` in the middle of the benchmark stops every server, keeps the finished concurrencies'
-  results and runs the launch script's TERM-trap triage.
+  results and runs the launch script's TERM-trap triage;
+* a job that SLURM requeues after a node failure (``scontrol update state=down`` under it) reruns
+  cleanly in its job dir and completes.
 
 Needs ``scripts/local_slurm/start.sh`` (skipped without it, failed under CI=true). Test configs are
 in ``tests/slurm/configs/`` (see its README).
@@ -13,7 +15,9 @@ in ``tests/slurm/configs/`` (see its README).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -59,6 +63,9 @@ def test_ctx2_gen2_job_completes(ctx2_gen2, s):
     assert (info.state, info.exit_code) == ("COMPLETED", 0), info
     recorded = json.loads((job_dir / "jobid.json").read_text())
     assert (recorded["state"], recorded["exit_code"]) == ("COMPLETED", 0)
+    # the final update keeps when the job was submitted (not when the wait ended)
+    submitted = dt.datetime.strptime(recorded["submitted"], "%Y-%m-%dT%H:%M:%S%z").astimezone().replace(tzinfo=None)
+    assert abs((submitted - dt.datetime.fromisoformat(info.raw["SubmitTime"])).total_seconds()) <= 5, recorded
     assert f"job {job_id}: COMPLETED (exit code 0)" in proc.stdout
     suites = JUnitXml.fromfile(str(job_dir / "junit.xml"))
     assert suites.failures == 0 and suites.errors == 0, (job_dir / "junit.xml").read_text()[:3000]
@@ -189,3 +196,57 @@ def test_scancel_mid_benchmark_keeps_results_and_stops_servers(cluster, s, tmp_p
     finally:
         s.cancel_quietly(s.job_id_of(job_dir))
 
+
+
+# ------------------------------------------------------------------ requeue after a node failure
+
+
+@pytest.mark.timeout(300)
+def test_job_requeued_after_node_failure_reruns_cleanly(cluster, s, tmp_path_factory):
+    """SLURM's default (JobRequeue=1) requeues a batch job whose node failed and runs launch.sh again in
+    the same job dir: the rerun must not see the first run's rendezvous files (stale addresses and
+    benchmark.status would stop its servers at once and fail the benchmark)."""
+    job_dir = _job_dir(tmp_path_factory, "requeue")
+    failed_node = None
+    try:
+        # the sweep base without its --no-requeue: SLURM's default behaviour
+        proc = s.run(s.submit_cmd(CONFIGS / "slurm-sweep-base.yaml", job_dir, "--submit", "--set", "slurm.extra_args="),
+                     env=s.env(job_dir.parent), timeout_s=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "--no-requeue" not in (job_dir / "launch.sh").read_text()
+        job_id = s.job_id_of(job_dir)
+        s.wait_for(lambda: (job_dir / "rendezvous" / "GEN_0.addr").exists() or jobs.job_state(job_id).finished,
+                   timeout_s=120, what=f"job {job_id}'s servers", poll_s=0.3)
+        assert jobs.job_state(job_id).state == "RUNNING"
+        failed_node = s.job_nodes(job_id)[0]
+        first_run_started = s.started_roles(job_dir)
+        s.node_down(failed_node, "perfsanity-test-requeue")
+        requeued = s.wait_for(lambda: (i := jobs.job_state(job_id)).state == "PENDING" and i,
+                              timeout_s=30, what=f"job {job_id} to be requeued")
+        assert requeued.raw.get("Restarts") == "1", requeued.raw
+        left = s.wait_no_processes(str(job_dir), timeout_s=30, job_id=job_id)
+        assert not left, "processes of the failed run still running:\n" + "\n".join(left)
+        # SLURM holds a requeued job back for ~2 min (BeginTime); start it now, away from the failed
+        # node (its slurmd may still hold the job: starting it there again drains the node).
+        for update in (f"ExcNodeList={failed_node}", "StartTime=now"):
+            subprocess.run(["scontrol", "update", f"jobid={job_id}", update], check=True, capture_output=True,
+                           timeout=15)
+        s.resume_node(failed_node)
+        info = s.wait_for(lambda: (i := jobs.job_state(job_id)).finished and i, timeout_s=150,
+                          what=f"requeued job {job_id} to finish", poll_s=1.0)
+        assert (info.state, info.exit_code) == ("COMPLETED", 0), (info, (job_dir / f"slurm-{job_id}.out").read_text())
+        assert s.job_nodes(job_id) != [failed_node]
+        results = json.loads((job_dir / "results.json").read_text())
+        assert results["status"] == "passed" and all(r["completed"] == r["requested"] for r in results["results"])
+        # the first run's files were moved aside, not reused
+        prev = job_dir / "requeued" / "1"
+        assert (prev / "rendezvous" / "GEN_0.addr").is_file(), sorted(job_dir.rglob("*.addr"))
+        rerun_started = s.started_roles(job_dir)
+        assert set(rerun_started) == set(first_run_started)
+        assert all(rerun_started[k]["time"] > first_run_started[k]["time"] for k in rerun_started)
+        left = s.wait_no_processes(str(job_dir), timeout_s=30)
+        assert not left, "\n".join(left)
+    finally:
+        s.cancel_quietly(s.job_id_of(job_dir))
+        if failed_node:
+            s.resume_node(failed_node)

@@ -38,23 +38,6 @@ def _manifest(sweep_dir: Path) -> dict | None:
         return None
 
 
-def _node_state(node: str) -> str:
-    proc = subprocess.run(["sinfo", "-h", "-N", "-n", node, "-o", "%T"], capture_output=True, text=True, timeout=15,
-                          check=False)
-    return proc.stdout.strip().lower()
-
-
-def _resume(node: str) -> None:
-    """Bring a node back (a no-op error when it already returned to service by itself)."""
-    for _ in range(20):
-        state = _node_state(node)
-        if state and not any(w in state for w in ("down", "drain", "fail")):
-            return
-        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True, timeout=15,
-                       check=False)
-        time.sleep(0.5)
-
-
 def _cancel_sweep_jobs(sweep_dir: Path, s) -> None:  # noqa: ANN001
     for p in (_manifest(sweep_dir) or {}).get("points", []):
         for attempt in p.get("attempts", []):
@@ -92,14 +75,13 @@ def node_fail_sweep(cluster, s, tmp_path_factory):
         info = jobs.job_state(job_id)
         assert info.state == "RUNNING", info
         node = s.job_nodes(job_id)[0]
-        subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", f"reason={NODE_DOWN_REASON}"],
-                       check=True, capture_output=True, timeout=15)
         downed.append(node)
+        s.node_down(node, NODE_DOWN_REASON)
         final = jobs.wait_for_job(job_id, timeout_s=60, poll_s=0.3)
         injected.update(job_id=job_id, node=node, state=final.state, job_dir=job_dir)
         # processes of the failed job must go away (slurmd kills the steps of a job on a downed node)
         injected["left"] = s.wait_no_processes(str(job_dir), timeout_s=30, job_id=job_id)
-        _resume(node)
+        s.resume_node(node)
         downed.clear()
         try:
             proc.wait(timeout=420)
@@ -110,7 +92,7 @@ def node_fail_sweep(cluster, s, tmp_path_factory):
                "elapsed_s": time.monotonic() - started, "env": s.env(root)}
     finally:
         for node in downed:
-            _resume(node)
+            s.resume_node(node)
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)

@@ -144,7 +144,12 @@ def run_launch_sh(launch: Path, stub_bin: Path, *, cwd: Path, log: Path, home: P
                           check=False)
 
 
+# Captured at import: every conftest.py is imported as "conftest", so a later sys.modules lookup may
+# find another directory's conftest when several test folders run together.
+_THIS_MODULE = sys.modules[__name__]
+
+
 @pytest.fixture(scope="session")
 def h():
     """This module: the helpers and constants above (``h.run_submit(...)``, ``h.REPO``...)."""
-    return sys.modules[__name__]
+    return _THIS_MODULE

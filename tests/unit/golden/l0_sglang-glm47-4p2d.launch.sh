@@ -57,6 +57,18 @@ set -uo pipefail
 
 jobDir=$PERFSANITY_JOB_DIR
 logDir=$jobDir/logs
+# A job that SLURM requeued (node failure, preemption; JobRequeue=1 is SLURM's default) runs this
+# script again in the same job dir: move the previous run's outputs aside, or its roles would see the
+# stale rendezvous (addresses, benchmark.status, *.failed) and dynamo discovery files.
+if (( ${SLURM_RESTART_COUNT:-0} > 0 )); then
+    prevRun=$jobDir/requeued/$SLURM_RESTART_COUNT
+    mkdir -p "$prevRun"
+    for f in rendezvous discovery logs client profiles results.json junit.xml report.json report.html \
+        gate.json gate_junit.xml history_records.json; do
+        if [[ -e $jobDir/$f ]]; then mv "$jobDir/$f" "$prevRun/"; fi
+    done
+    echo "[launch] requeued (restart $SLURM_RESTART_COUNT): previous run's outputs moved to $prevRun"
+fi
 mkdir -p "$logDir"
 cd "$jobDir" || exit 1
 export PYTHONPATH="$PERFSANITY_REPO${PYTHONPATH:+:$PYTHONPATH}"
