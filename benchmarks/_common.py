@@ -21,6 +21,10 @@ BENCH = ROOT / "benchmarks"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from perfsanity.bootstrap import ensure_requirements  # noqa: E402  (stdlib only; installs on first use)
+
+ensure_requirements(quiet=True)
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -166,6 +170,41 @@ class TreeCpuSampler:
     @property
     def total(self) -> float:
         return self.samples[-1][1] if self.samples else 0.0
+
+
+class SystemCpu:
+    """Busy and steal CPU-seconds of the whole machine between two points (/proc/stat), to tell how
+    much *other* work (the other helpers' tests, or the VM host: steal) shared the cores."""
+
+    @staticmethod
+    def read() -> tuple[float, float, float]:
+        with open("/proc/stat") as fh:
+            f = [int(x) for x in fh.readline().split()[1:]]
+        user, nice, system, idle, iowait, irq, softirq, steal = (f + [0] * 8)[:8]
+        return time.time(), (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
+
+    def __init__(self) -> None:
+        self.start = self.read()
+
+    def since(self) -> dict:
+        end = self.read()
+        wall = end[0] - self.start[0]
+        return {"wall_s": wall, "busy_cores": (end[1] - self.start[1]) / wall, "steal_cores": (end[2] - self.start[2]) / wall}
+
+
+def wait_for_quiet(max_cores: float = 0.25, timeout_s: float = 90.0, sample_s: float = 3.0) -> float:
+    """Call while this benchmark runs nothing: wait (bounded) until the rest of the machine uses less
+    than ``max_cores`` over ``sample_s``; return the last level seen (other helpers' tests run here)."""
+    end = time.monotonic() + timeout_s
+    while True:
+        probe = SystemCpu()
+        time.sleep(sample_s)
+        busy = probe.since()["busy_cores"]
+        if busy < max_cores or time.monotonic() >= end:
+            if busy >= max_cores:
+                print(f"  (machine still busy: {busy:.2f} cores used by others; measuring anyway)", flush=True)
+            return busy
+        print(f"  (others use {busy:.2f} cores; waiting for < {max_cores})", flush=True)
 
 
 # --------------------------------------------------------------------------------------- test server

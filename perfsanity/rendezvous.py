@@ -60,7 +60,7 @@ class Rendezvous:
         def missing() -> str:
             return "still missing: " + ", ".join(r for r in roles if r not in found)
 
-        return wait_until(check, timeout_s=timeout_s, what=f"{waiter}: addresses of {', '.join(roles)}",
+        return wait_until(check, timeout_s=timeout_s, what=f"{waiter}: addresses of {', '.join(roles)}", max_poll_s=0.1,
                           on_timeout=missing)
 
     # ---- failures ----------------------------------------------------------------
@@ -100,7 +100,8 @@ class Rendezvous:
             self.raise_if_failed()
             return self.value(name)
 
-        return wait_until(check, timeout_s=timeout_s, what=f"{waiter}: job service {name!r} to be published")
+        return wait_until(check, timeout_s=timeout_s, what=f"{waiter}: job service {name!r} to be published",
+                          max_poll_s=0.1)
 
     # ---- benchmark status --------------------------------------------------------
     def write_status(self, status: str, **extra: object) -> None:

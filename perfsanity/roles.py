@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,6 +183,25 @@ def http_get_ok(url: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
+def first_healthy_port(host: str, ports: list[int], path: str, timeout_s: float = 1.0) -> int | None:
+    """The first of ``ports`` whose ``GET path`` answers 2xx, probing all at once.
+
+    A server's other listeners (request planes, response streams) accept connections but never
+    answer HTTP; probed one after the other, each would cost the whole timeout.
+    """
+    if not ports:
+        return None
+    pool = ThreadPoolExecutor(max_workers=len(ports))
+    try:
+        futures = {pool.submit(http_get_ok, f"http://{host}:{port}{path}", timeout_s): port for port in ports}
+        for future in as_completed(futures):
+            if future.result():
+                return futures[future]
+        return None
+    finally:
+        pool.shutdown(wait=False)
+
+
 def discover_address(job: Job, proc: ManagedProcess, spec: ServerSpec, *, timeout_s: float, what: str) -> Address:
     """Wait until the server's HTTP port answers ``spec.health_path``; the port is read from the
     process tree's listening sockets when it was started with port 0."""
@@ -191,12 +211,10 @@ def discover_address(job: Job, proc: ManagedProcess, spec: ServerSpec, *, timeou
             raise RoleFailed(job.role, f"{proc.name} exited with code {proc.poll()} while starting", proc.tail())
         job.rendezvous.raise_if_failed()
         ports = [spec.port] if spec.port else listening_ports(proc.pid)
-        for port in ports:
-            if http_get_ok(f"http://{job.host}:{port}{spec.health_path}"):
-                return Address(job.role, job.host, port)
-        return None
+        port = first_healthy_port(job.host, ports, spec.health_path)
+        return Address(job.role, job.host, port) if port is not None else None
 
-    return wait_until(check, timeout_s=timeout_s, what=what,
+    return wait_until(check, timeout_s=timeout_s, what=what, max_poll_s=0.1,
                       on_timeout=lambda: f"listening ports {listening_ports(proc.pid)}; log tail:\n{proc.tail(20)}")
 
 
@@ -317,17 +335,21 @@ def run_router(job: Job) -> None:
         if not isinstance(exc, KeyboardInterrupt):
             rdv.report_failure(job.role, failure_headline(exc), getattr(exc, "log_tail", ""))
         raise
-    job.log(f"waiting for {', '.join(workers)}")
+    backend = get_backend(job.config.metadata.backend)
+    # routers that find workers themselves (file discovery) start at once; others need the URLs
+    needs_addresses = getattr(backend, "router_needs_worker_addresses", True)
     try:
-        addrs = rdv.wait_for(workers, timeout_s=job.config.timeouts.server_ready, waiter=job.role)
-        backend = get_backend(job.config.metadata.backend)
+        addrs: dict[str, Address] = {}
+        if needs_addresses:
+            job.log(f"waiting for {', '.join(workers)}")
+            addrs = rdv.wait_for(workers, timeout_s=job.config.timeouts.server_ready, waiter=job.role)
         ctx = RouterContext(
             config=job.config,
             host=job.host,
             job_dir=job.job_dir,
             model_path=model_path(job),
-            ctx=tuple(addrs[r] for r in worker_roles(job, "ctx")),
-            gen=tuple(addrs[r] for r in worker_roles(job, "gen")),
+            ctx=tuple(addrs[r] for r in worker_roles(job, "ctx") if r in addrs),
+            gen=tuple(addrs[r] for r in worker_roles(job, "gen") if r in addrs),
             discovery_dir=job.discovery_dir,
         )
         spec = backend.router(ctx)

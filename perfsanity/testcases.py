@@ -43,6 +43,11 @@ def all_cases(root: Path = CONFIGS_ROOT, environ: Mapping[str, str] | None = Non
     import os
 
     env = os.environ if environ is None else environ
+    job_id, job_config = env.get("PERFSANITY_TEST_ID"), env.get("PERFSANITY_CONFIG")
+    if env.get("DISAGG_SERVING_TYPE") and job_id and job_config:
+        # a role inside a job runs one case: don't read every config to collect the others
+        sel = parse_test_id(job_id)
+        return [pytest.param(Case(job_id, sel.kind, sel.mode, Path(job_config)), id=job_id)]
     cases = []
     for kind, modes in (("disagg", ("e2e", "gen_only")), ("aggr", (None,))):
         for path in sorted((root / kind / "perf").glob("*.yaml")):
@@ -51,7 +56,6 @@ def all_cases(root: Path = CONFIGS_ROOT, environ: Mapping[str, str] | None = Non
                 case = Case(prefix + path.stem, kind, mode, path)
                 marks = [pytest.mark.slow] if _backend_of(path) in LOCAL_BACKENDS else []
                 cases.append(pytest.param(case, id=case.test_id, marks=marks))
-    job_id, job_config = env.get("PERFSANITY_TEST_ID"), env.get("PERFSANITY_CONFIG")
     if job_id and job_config and job_id not in {c.values[0].test_id for c in cases}:
         sel = parse_test_id(job_id)
         cases.append(pytest.param(Case(job_id, sel.kind, sel.mode, Path(job_config)), id=job_id))

@@ -44,6 +44,8 @@ def dynamo_env(host: str, discovery_dir: str) -> dict[str, str]:
 class DynamoMockerBackend:
     name = "dynamo-mocker"
     tools = ("dynamo",)
+    #: the frontend discovers workers through the shared discovery dir: it starts with them
+    router_needs_worker_addresses = False
     #: job service -> env var: every worker and the frontend connect to the job's event-plane broker
     service_env = {"zmq_broker": "DYN_ZMQ_BROKER_URL"}
 

@@ -94,6 +94,8 @@ def require_disagg(config: Config) -> None:
 class DynamoSglangBackend:
     name = "dynamo-sglang"
     tools: tuple[str, ...] = ()
+    #: the frontend discovers workers through the shared discovery dir: it starts with them
+    router_needs_worker_addresses = False
 
     def worker(self, ctx: WorkerContext) -> ServerSpec:
         config, placement = ctx.config, ctx.placement

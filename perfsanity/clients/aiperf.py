@@ -24,6 +24,7 @@ A summary with ``was_cancelled`` true or ``is_complete`` false is one too (a deg
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -45,6 +46,16 @@ RECORDS_FILE = "profile_export.jsonl"
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 _TIME_UNITS_TO_MS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "sec": 1e3, "s": 1e3}
+
+
+SPIN_FREE_REQUEST_RATE = 10000
+REQUESTS_PER_WORKER = 64  # concurrent streams one aiperf worker process keeps up with (measured)
+
+
+def workers_for(concurrency: int, cores: int | None = None) -> int:
+    """aiperf worker processes for a concurrency: one per 64 streams, at most one per core."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(cores, -(-concurrency // REQUESTS_PER_WORKER)))
 
 
 class AiperfMetric(BaseModel):
@@ -143,6 +154,12 @@ class AiperfClient:
         argv += [
             "--concurrency", str(run.concurrency),
             "--request-count", str(run.num_prompts),
+            # In pure concurrency mode aiperf 0.13's timing process busy-polls for a free slot and
+            # burns a whole core, starving its own workers' timestamps (benchmarks/RESULTS.md: ITL p99
+            # +15 % at c1). A rate far above any reachable one makes it wait instead; concurrency
+            # still caps the load.
+            "--request-rate", str(SPIN_FREE_REQUEST_RATE),
+            "--workers-max", str(workers_for(run.concurrency)),
         ]
         if run.dataset_file:
             argv += ["--input-file", run.dataset_file, "--custom-dataset-type", "single-turn"]

@@ -23,7 +23,7 @@ def test_command_golden():
     cmd = AIPERF.command(make_run())
     assert shlex.join(cmd.argv) == (
         "aiperf profile --model tiny --url http://127.0.0.1:8000 --endpoint-type completions --streaming "
-        "--concurrency 4 --request-count 16 --synthetic-input-tokens-mean 128 --synthetic-input-tokens-stddev 0 "
+        "--concurrency 4 --request-count 16 --request-rate 10000 --workers-max 1 --synthetic-input-tokens-mean 128 --synthetic-input-tokens-stddev 0 "
         "--output-tokens-mean 32 --output-tokens-stddev 0 --extra-inputs ignore_eos:true "
         "--extra-inputs min_tokens:32 --tokenizer /models/tiny --use-server-token-count --random-seed 0 "
         "--request-timeout-seconds 600 --warmup-request-count 2 --ui none --no-gpu-telemetry "
@@ -39,13 +39,20 @@ def test_command_variants():
                                   dataset_file="/data/prompts.jsonl", random_seed=42))
     assert shlex.join(cmd.argv) == (
         "aiperf profile --model tiny --url http://127.0.0.1:8000 --endpoint-type completions "
-        "--concurrency 4 --request-count 16 --input-file /data/prompts.jsonl --custom-dataset-type single-turn "
+        "--concurrency 4 --request-count 16 --request-rate 10000 --workers-max 1 --input-file /data/prompts.jsonl --custom-dataset-type single-turn "
         "--output-tokens-mean 32 --output-tokens-stddev 0 --extra-inputs ignore_eos:true "
         "--extra-inputs min_tokens:32 --use-server-token-count --random-seed 42 "
         "--request-timeout-seconds 12.5 --ui none --no-gpu-telemetry --artifact-dir /jobs/j1/client/c4"
     )
     # no local tokenizer dir: leave the offline switches alone (the hub-id path needs them honoured)
     assert cmd.env_unset == ()
+
+
+def test_workers_scale_with_concurrency_up_to_the_cores():
+    from perfsanity.clients.aiperf import workers_for
+
+    assert [workers_for(c, cores=2) for c in (1, 64, 65, 256, 2048)] == [1, 1, 2, 2, 2]
+    assert [workers_for(c, cores=16) for c in (1, 64, 65, 256, 2048)] == [1, 1, 2, 4, 16]
 
 
 # ---------------------------------------------------------------- parser
