@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from perfsanity.errors import PerfsanityError
-from perfsanity.launch import DRAFT_LAUNCH, INSTALL_SH, REPO_ROOT, RUN_SH
+from perfsanity.launch import DRAFT_LAUNCH, INSTALL_SH, REPO_ROOT, RUN_SH, default_srun_args, render_prefix
 from perfsanity.submit import CONFIGS_ROOT, find_config, prepare_direct
 from perfsanity.testlist import parse_test_id
 
@@ -22,36 +22,25 @@ TRACK_MARGIN_S = 600
 
 def write_inputs(ws: Path, test_id: str, *, partition: str | None, account: str | None,
                  container_image: str | None, container_mounts: str | None, cluster: str | None) -> dict[str, Path]:
-    """The four files Jenkins hands to submit.py in L0 mode."""
+    """The files Jenkins hands to submit.py in L0 mode, rendered as direct mode renders them (same
+    #SBATCH checks, same container flags), with the Jenkins parameters as config overrides."""
     from perfsanity.cluster import cluster_from_env_or_arg
 
     sel = parse_test_id(test_id)
     config_path = find_config(sel.config_name, sel.kind, [CONFIGS_ROOT])
-    plan = prepare_direct(config_path, ws / "plan", cluster=cluster_from_env_or_arg(cluster), mode=sel.mode)
-    cfg, topo = plan.config, plan.topology
+    given = {"slurm.partition": partition, "slurm.account": account,
+             "slurm.container_image": container_image, "slurm.container_mounts": container_mounts}
+    overrides = {k: v for k, v in given.items() if v}
+    plan = prepare_direct(config_path, ws / "plan", cluster=cluster_from_env_or_arg(cluster), mode=sel.mode,
+                          overrides=overrides or None)
     files = {
         "test_list": ws / "test_list.txt",
         "script_prefix": ws / "script_prefix.sh",
         "srun_args": ws / "srun_args.txt",
     }
     files["test_list"].write_text(f"perf/test_perf_sanity.py::test_e2e[{test_id}]\n")
-    prefix = ["#!/bin/bash", f"#SBATCH --nodes={topo.total_nodes}", "#SBATCH --ntasks-per-node=1",
-              f"#SBATCH --time={cfg.slurm.job_time}", f"#SBATCH --job-name={cfg.slurm.job_name}",
-              f"#SBATCH --output={ws}/slurm-%j.out"]
-    if topo.total_gpus:
-        prefix.append(f"#SBATCH --gres=gpu:{topo.gpus_per_node}")
-    if partition or cfg.slurm.partition:
-        prefix.append(f"#SBATCH --partition={partition or cfg.slurm.partition}")
-    if account or cfg.slurm.account:
-        prefix.append(f"#SBATCH --account={account or cfg.slurm.account}")
-    files["script_prefix"].write_text("\n".join(prefix) + "\n")
-    args = []
-    image = container_image or cfg.container_image
-    if image:
-        args.append(f"--container-image={image}")
-        mounts = container_mounts or cfg.container_mounts
-        if mounts:
-            args.append(f"--container-mounts={mounts}")
+    files["script_prefix"].write_text(render_prefix(plan.config, plan.topology, ws))
+    args = default_srun_args(plan.config, REPO_ROOT)
     files["srun_args"].write_text("".join(a + "\n" for a in args))
     return files
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from perfsanity.errors import PerfsanityError
 from perfsanity.ports import listening_sockets
+from perfsanity.procs import tail
 
 MARKER_NAME = ".perfsanity-complete"
 LOG_NAME = "perfsanity-install.log"
@@ -215,10 +216,8 @@ def _acquire(fd: int, lock_path: Path, what: str, timeout_s: float) -> None:
 
 
 def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+    """Last lines of an install log, secrets redacted (pip logs may carry index credentials)."""
+    return tail(path, lines) or "(no log)"
 
 
 def _run_logged(argv: Sequence[str], log: Path, deadline: float, label: str) -> None:
