@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Entry point: validate a perf test config and write/run/submit its job. See ``--help``.
 
-Thin wrapper; all logic is in :mod:`perfsanity.submit`.
+Thin wrapper; all logic is in :mod:`perfsanity.plan.prepare`.
 """
 
 import sys
@@ -13,7 +13,7 @@ from perfsanity.bootstrap import ensure_requirements  # noqa: E402
 
 ensure_requirements()
 
-from perfsanity.submit import main  # noqa: E402
+from perfsanity.plan.prepare import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

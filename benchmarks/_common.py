@@ -267,7 +267,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 @dataclass
 class ClientOutcome:
-    result: object | None  # perfsanity.results.ConcurrencyResult
+    result: object | None  # perfsanity.load.results_json.ConcurrencyResult
     records: list[dict]  # profiling-phase records of profile_export.jsonl
     exit_code: int
     wall_s: float
@@ -286,7 +286,7 @@ class ClientOutcome:
 
 
 def tiny_model() -> str:
-    from perfsanity.model_assets import ensure_tiny_model
+    from perfsanity.engines.model_assets import ensure_tiny_model
 
     return str(ensure_tiny_model())
 
@@ -294,11 +294,11 @@ def tiny_model() -> str:
 def run_harness_aiperf(url: str, *, concurrency: int, num_prompts: int, out_dir: Path, input_length: int,
                        output_length: int, extra_argv: Sequence[str] = (), timeout_s: float = 300,
                        warmup_requests: int = 0, seed: int = 0, request_timeout_s: float = 120) -> ClientOutcome:
-    """Exactly the BENCHMARK role's client path (perfsanity.clients.aiperf command + env changes +
+    """Exactly the BENCHMARK role's client path (perfsanity.load.aiperf command + env changes +
     tool resolution, then its parser) — plus optional extra argv (e.g. ``--workers-max``)."""
-    from perfsanity.clients.aiperf import CLIENT, RECORDS_FILE
-    from perfsanity.clients.base import ClientRun
-    from perfsanity.roles import resolve_argv
+    from perfsanity.load.aiperf import CLIENT, RECORDS_FILE
+    from perfsanity.load.base import ClientRun
+    from perfsanity.run.roles import resolve_argv
 
     out_dir.mkdir(parents=True, exist_ok=True)
     run = ClientRun(url=url, model_name="tiny", tokenizer=tiny_model(), concurrency=concurrency,

@@ -16,7 +16,7 @@ the 2 cores):
 Per run: tokens/s delivered (server-counted tokens of completed requests over the client's
 benchmark window), the client's CPU in that window summed over its process tree (/proc), and tokens
 per CPU-second (= tokens/s one fully used core sustains). aiperf runs the harness's own command
-(perfsanity.clients.aiperf) as is ("default": aiperf picks max(1, int(0.75·cores) − 1) workers, 1 on
+(perfsanity.load.aiperf) as is ("default": aiperf picks max(1, int(0.75·cores) − 1) workers, 1 on
 a 2-core box) and with ``--workers-max N`` (wN) and ``--request-rate R`` (+rateR: a cap far above the
 achievable rate; it only stops aiperf's timing manager from busy-polling for free slots).
 """

@@ -7,14 +7,14 @@ Series: one post-merge run per day, value = level · (1 + noise·N(0,1)), noise 
 (throughput −5 % / TTFT +5 %) from a given day on. Conditions:
 
 * **gate, next night**: 90 days of history, then the first regressed run is gated
-  (perfsanity.gate: per-day mean → 3-day rolling mean → P95/P5 baseline, 5 % post-merge WARN,
+  (perfsanity.results.gate: per-day mean → 3-day rolling mean → P95/P5 baseline, 5 % post-merge WARN,
   10 % pre-merge FAIL). The baseline math is the gate's own (``history_baseline`` + ``judge``) for
   every trial, and the full path (HistoryStore on a temp SQLite + ``gate.evaluate``) on a subset,
   whose verdicts must agree.
 * **gate, within 3 nights**: the regressed runs of the following nights are gated too (each
   against history that now holds the earlier regressed runs, as post-merge WARNs are stored valid).
 * **false alarms**: the same with no drop (per gated run, per metric).
-* **change points** (perfsanity.changepoint → Apache Otava, defaults: p ≤ 1e-4, ≥ 1 %, window 30):
+* **change points** (perfsanity.results.changepoint → Apache Otava, defaults: p ≤ 1e-4, ≥ 1 %, window 30):
   on a 90-point series whose last k points are regressed (k = 1, 3, 7, 30): detected = a change
   point in the bad direction within 3 points of the true start; false alarm = any bad-direction
   change point in a 90-point series without a drop.
@@ -39,10 +39,10 @@ from _common import print_header  # noqa: E402  (first: installs the harness's r
 import numpy as np  # noqa: E402
 # isort: on
 
-from perfsanity.changepoint import detect_change_points  # noqa: E402
-from perfsanity.gate import GateConfig, Verdict, evaluate, history_baseline, judge  # noqa: E402
-from perfsanity.history import HistoryStore, MatchKeys, RunMeta  # noqa: E402
-from perfsanity.results import ConcurrencyResult, LatencyStats, RunResult  # noqa: E402
+from perfsanity.load.results_json import ConcurrencyResult, LatencyStats, RunResult  # noqa: E402
+from perfsanity.results.changepoint import detect_change_points  # noqa: E402
+from perfsanity.results.gate import GateConfig, Verdict, evaluate, history_baseline, judge  # noqa: E402
+from perfsanity.results.history import HistoryStore, MatchKeys, RunMeta  # noqa: E402
 
 METRICS = {"output_token_throughput": (True, 5000.0), "ttft_median": (False, 250.0)}  # higher_is_better, level
 DAY0 = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)

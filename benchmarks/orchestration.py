@@ -311,7 +311,7 @@ def breakdown(tl: dict) -> dict:
         seg.append(("batch script → install step spawned (srun)", d(tl["batch_script_spawn"], tl.get("install_spawn"))))
     else:
         seg.append(("submit.py start → install step spawned (validate, job dir, launch.sh)", d(t0, tl.get("install_spawn"))))
-    seg.append(("install step (python -m perfsanity.install: tools + tiny model check)",
+    seg.append(("install step (python -m perfsanity.run.install: tools + tiny model check)",
                 d(tl.get("install_spawn"), tl.get("install_exit"))))
     seg.append(("install exit → role processes spawned", d(tl.get("install_exit"), first_role)))
     seg.append((f"{slow_w}: spawn → role code entered (bash, pytest start + collection, imports, config)",
@@ -378,20 +378,20 @@ def micro(repeats: int = 3) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cases = {
         "python3 -c pass": ([sys.executable, "-c", "pass"], ROOT),
-        "import perfsanity.roles + benchmark_role": (
-            [sys.executable, "-c", "import perfsanity.roles, perfsanity.benchmark_role"], ROOT),
+        "import perfsanity.run.roles + benchmark_role": (
+            [sys.executable, "-c", "import perfsanity.run.roles, perfsanity.run.benchmark"], ROOT),
         "pytest --collect-only perf/test_perf_sanity.py": (
             [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
              "perf/test_perf_sanity.py"], tests),
         "ensure_tool(dynamo)+ensure_tool(aiperf)+ensure_tiny_model()": (
-            [sys.executable, "-c", "from perfsanity.tooling import ensure_tool; ensure_tool('dynamo'); "
-             "ensure_tool('aiperf'); from perfsanity.model_assets import ensure_tiny_model; ensure_tiny_model()"], ROOT),
-        "python3 -m perfsanity.install --help": ([sys.executable, "-m", "perfsanity.install", "--help"], ROOT),
+            [sys.executable, "-c", "from perfsanity.engines.tooling import ensure_tool; ensure_tool('dynamo'); "
+             "ensure_tool('aiperf'); from perfsanity.engines.model_assets import ensure_tiny_model; ensure_tiny_model()"], ROOT),
+        "python3 -m perfsanity.run.install --help": ([sys.executable, "-m", "perfsanity.run.install", "--help"], ROOT),
         "aiperf --version (venv CLI start)": (None, ROOT),
     }
     try:
         sys.path.insert(0, str(ROOT))
-        from perfsanity.tooling import ensure_tool
+        from perfsanity.engines.tooling import ensure_tool
 
         aip = ensure_tool("aiperf")
         cases["aiperf --version (venv CLI start)"] = ([str(aip.bin_dir / "aiperf"), "--version"], ROOT)

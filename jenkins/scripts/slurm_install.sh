@@ -1,9 +1,9 @@
 #!/bin/bash
 # Per-node install step of a perfsanity job: the harness's Python deps and the backend's tools.
-# Several ranks may run it at once; perfsanity.install serialises them on a lock with a bound.
+# Several ranks may run it at once; perfsanity.run.install serialises them on a lock with a bound.
 set -euo pipefail
 : "${PERFSANITY_REPO:?}" "${PERFSANITY_JOB_DIR:?}"
 cd "$PERFSANITY_REPO"
 export PYTHONPATH="$PERFSANITY_REPO${PYTHONPATH:+:$PYTHONPATH}"
 echo "[install] node ${SLURMD_NODENAME:-$(hostname)} rank ${SLURM_PROCID:-0}"
-exec python3 -m perfsanity.install --job-dir "$PERFSANITY_JOB_DIR"
+exec python3 -m perfsanity.run.install --job-dir "$PERFSANITY_JOB_DIR"

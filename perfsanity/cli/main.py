@@ -1,7 +1,7 @@
 """The ``perfsanity`` command. One ``_add_<name>`` (parser) and one ``cmd_<name>`` (action) per subcommand;
 :func:`build_parser` wires them, so more subcommands (``status``, ``logs``, …) slot in the same way.
 
-Every user error is a :class:`~perfsanity.errors.PerfsanityError`: :func:`main` prints it as one line
+Every user error is a :class:`~perfsanity.common.errors.PerfsanityError`: :func:`main` prints it as one line
 (``perfsanity: error: …``) and exits with its ``exit_code`` — never a traceback.
 """
 
@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from perfsanity.errors import ConfigError, PerfsanityError
+from perfsanity.common.errors import ConfigError, PerfsanityError
 
 HISTORY_HELP = (
     "history database: a SQLite path or a SQLAlchemy URL such as postgresql+psycopg://user@host/db "
@@ -90,7 +90,7 @@ def _positive_int(text: str) -> int:
 
 
 def _open_store(url: str | None, *, must_exist: bool) -> Any:
-    from perfsanity.history import HistoryStore, default_history_url
+    from perfsanity.results.history import HistoryStore, default_history_url
 
     location = url or default_history_url()
     if must_exist and "://" not in location and not Path(location).expanduser().exists():
@@ -130,7 +130,7 @@ def _add_report(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from perfsanity.report.job import write_job_report
+    from perfsanity.results.report.job import write_job_report
 
     job_dir = _job_dir(args.job_dir)
     store = _open_store(args.history, must_exist=True) if (args.history or args.trends) else None
@@ -176,7 +176,7 @@ def _add_history(sub: Any) -> None:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from perfsanity.gate import DEFAULT_GATED_METRICS, KNOWN_METRICS
+    from perfsanity.results.gate import DEFAULT_GATED_METRICS, KNOWN_METRICS
 
     metrics = tuple(args.metric or DEFAULT_GATED_METRICS)
     for m in metrics:
@@ -262,9 +262,9 @@ def _add_compare(sub: Any) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from perfsanity.gate import DEFAULT_GATED_METRICS, KNOWN_METRICS, GateFailed
-    from perfsanity.report.job import read_results
-    from perfsanity.results import flatten, higher_is_better
+    from perfsanity.load.results_json import flatten, higher_is_better
+    from perfsanity.results.gate import DEFAULT_GATED_METRICS, KNOWN_METRICS, GateFailed
+    from perfsanity.results.report.job import read_results
 
     metrics = tuple(args.metric or DEFAULT_GATED_METRICS)
     for m in metrics:
@@ -339,7 +339,7 @@ def _add_baseline(sub: Any) -> None:
 
 
 def cmd_baseline_pin(args: argparse.Namespace) -> int:
-    from perfsanity.gate import BaselinesFile, default_baselines_path
+    from perfsanity.results.gate import BaselinesFile, default_baselines_path
 
     path = args.file or default_baselines_path()
     data = BaselinesFile.load(path, missing_ok=True)
@@ -351,7 +351,7 @@ def cmd_baseline_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline_show(args: argparse.Namespace) -> int:
-    from perfsanity.gate import BaselinesFile, default_baselines_path
+    from perfsanity.results.gate import BaselinesFile, default_baselines_path
 
     path = args.file or default_baselines_path()
     data = BaselinesFile.load(path)
@@ -412,7 +412,7 @@ def gate_job(
 ) -> Any:
     """Gate one job dir: write gate.json and the gate junit, record the run in history; return the
     GateReport. ``post_merge`` (default: not ``pre_merge``) marks the records as baseline material."""
-    from perfsanity.gate import (
+    from perfsanity.results.gate import (
         ENV_BASELINES,
         BaselinesFile,
         GateConfig,
@@ -420,9 +420,9 @@ def gate_job(
         evaluate,
         resolve_gate_config,
     )
-    from perfsanity.history import JOB_META_FILE, JobMeta, keys_for_run
-    from perfsanity.junit import write_junit
-    from perfsanity.report.job import GATE_FILE, RESULTS_FILE, read_results
+    from perfsanity.results.history import JOB_META_FILE, JobMeta, keys_for_run
+    from perfsanity.results.junit import write_junit
+    from perfsanity.results.report.job import GATE_FILE, RESULTS_FILE, read_results
 
     out = out or sys.stdout
     if no_history and history:
@@ -461,7 +461,7 @@ def gate_job(
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from perfsanity.gate import GateFailed, Verdict
+    from perfsanity.results.gate import GateFailed, Verdict
 
     report = gate_job(_job_dir(args.job_dir), pre_merge=args.pre_merge, history=args.history,
                       no_history=args.no_history, baselines_file=args.baselines, junit=args.junit,
@@ -474,8 +474,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 def _record(store: Any, job_dir: Path, run: Any, meta: Any, report: Any, *, post_merge: bool,
             upload: bool) -> None:
-    from perfsanity.history import keys_for_run
-    from perfsanity.upload import config_from_env, upload_records
+    from perfsanity.results.history import keys_for_run
+    from perfsanity.results.upload import config_from_env, upload_records
 
     marker = job_dir / RECORDED_FILE
     if marker.exists():
@@ -539,8 +539,8 @@ def _add_trend(sub: Any) -> None:
 
 
 def cmd_trend(args: argparse.Namespace) -> int:
-    from perfsanity.gate import KNOWN_METRICS, BaselinesFile, GateConfig, resolve_gate_config
-    from perfsanity.report.trend import write_trend_report
+    from perfsanity.results.gate import KNOWN_METRICS, BaselinesFile, GateConfig, resolve_gate_config
+    from perfsanity.results.report.trend import write_trend_report
 
     for m in args.metric or ():
         if m not in KNOWN_METRICS:
@@ -570,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version="perfsanity")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from perfsanity import jobdir
+    from perfsanity.jobs import jobdir
 
     for add in (jobdir.register, _add_report, _add_history, _add_compare, _add_baseline, _add_gate, _add_trend,
                 _add_invalidate):

@@ -7,10 +7,10 @@ import os
 import shlex
 from pathlib import Path
 
-from perfsanity.backends import get_backend
-from perfsanity.backends.base import Address, RouterContext, ServerSpec, WorkerContext
-from perfsanity.config import Config
-from perfsanity.topology import Placement, build_topology
+from perfsanity.engines import get_backend
+from perfsanity.engines.base import Address, RouterContext, ServerSpec, WorkerContext
+from perfsanity.spec.config import Config
+from perfsanity.spec.topology import Placement, build_topology
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"

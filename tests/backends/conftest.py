@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from perfsanity.config import Config, config_from_dict
+from perfsanity.spec.config import Config, config_from_dict
 
 BASE_DISAGG: dict[str, Any] = {
     "metadata": {"model_name": "tiny", "backend": "trtllm"},

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from backendtest_support import REPO, router_context, worker_context
 
-from perfsanity.backends import get_backend
-from perfsanity.config import load_config
-from perfsanity.tooling import perfsanity_home
-from perfsanity.topology import build_topology
+from perfsanity.engines import get_backend
+from perfsanity.engines.tooling import perfsanity_home
+from perfsanity.spec.config import load_config
+from perfsanity.spec.topology import build_topology
 
 MOCKER_CONFIGS = sorted((REPO / "test_configs/disagg/perf").glob("mocker-*.yaml"))
 CHECK_SCRIPT = Path(__file__).resolve().parent / "engine_parser_check.py"
@@ -58,7 +58,7 @@ def test_router_and_event_plane_broker():
 def test_argv_parses_with_dynamos_own_parsers(config_path):
     python = _dynamo_python()
     if python is None:
-        pytest.skip("the Dynamo venv is not installed (python -m perfsanity.tooling install dynamo)")
+        pytest.skip("the Dynamo venv is not installed (python -m perfsanity.engines.tooling install dynamo)")
     config = load_config(config_path)
     requests = []
     for placement in build_topology(config).workers:

@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 from backendtest_support import REPO, router_context, worker_context
 
-from perfsanity.backends import get_backend
-from perfsanity.backends.base import cli_flags
-from perfsanity.backends.sglang import DISAGG_MODE, NODE_RANK, sglang_options
-from perfsanity.config import Config, load_config
-from perfsanity.topology import build_topology
+from perfsanity.engines import get_backend
+from perfsanity.engines.base import cli_flags
+from perfsanity.engines.sglang import DISAGG_MODE, NODE_RANK, sglang_options
+from perfsanity.spec.config import Config, load_config
+from perfsanity.spec.topology import build_topology
 
 ENGINE_PYTHON = os.environ.get("PERFSANITY_ENGINE_PYTHON") or sys.executable
 CHECK_SCRIPT = Path(__file__).resolve().parent / "engine_parser_check.py"

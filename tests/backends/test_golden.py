@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from backendtest_support import GOLDEN_DIR, GPU_CONFIGS, check_golden, render_all
 
-from perfsanity.config import load_config
+from perfsanity.spec.config import load_config
 
 
 def test_configs_found():

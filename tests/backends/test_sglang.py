@@ -8,11 +8,11 @@ import pytest
 import yaml
 from backendtest_support import router_context, worker_context
 
-from perfsanity.backends import dynamo_sglang as db
-from perfsanity.backends import sglang as sb
-from perfsanity.backends.base import cli_flags
-from perfsanity.config import WorkerConfig
-from perfsanity.topology import build_topology
+from perfsanity.engines import dynamo_sglang as db
+from perfsanity.engines import sglang as sb
+from perfsanity.engines.base import cli_flags
+from perfsanity.spec.config import WorkerConfig
+from perfsanity.spec.topology import build_topology
 
 
 def _worker(backend, config, role):

@@ -8,9 +8,9 @@ import pytest
 import yaml
 from backendtest_support import check_golden, render_all, router_context, worker_context
 
-from perfsanity.backends import get_backend, names
-from perfsanity.backends import trtllm as tb
-from perfsanity.topology import build_topology
+from perfsanity.engines import get_backend, names
+from perfsanity.engines import trtllm as tb
+from perfsanity.spec.topology import build_topology
 
 
 def _worker(config, role):

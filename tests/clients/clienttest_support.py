@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from perfsanity.clients.base import ClientRun
+from perfsanity.load.base import ClientRun
 
 HERE = Path(__file__).resolve().parent
 CLIENT_FIXTURES = HERE / "fixtures"

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from clienttest_support import make_run
 
-from perfsanity.clients.aiperf import CLIENT as AIPERF
-from perfsanity.clients.aiperf import SUMMARY_FILE
-from perfsanity.clients.base import ClientOutputError
-from perfsanity.validity import check
+from perfsanity.load.aiperf import CLIENT as AIPERF
+from perfsanity.load.aiperf import SUMMARY_FILE
+from perfsanity.load.base import ClientOutputError
+from perfsanity.load.validity import check
 
 # ---------------------------------------------------------------- command lines
 
@@ -49,7 +49,7 @@ def test_command_variants():
 
 
 def test_workers_scale_with_concurrency_up_to_the_cores():
-    from perfsanity.clients.aiperf import workers_for
+    from perfsanity.load.aiperf import workers_for
 
     assert [workers_for(c, cores=2) for c in (1, 64, 65, 256, 2048)] == [1, 1, 2, 2, 2]
     assert [workers_for(c, cores=16) for c in (1, 64, 65, 256, 2048)] == [1, 1, 2, 4, 16]

@@ -1,4 +1,4 @@
-"""Slow: the real aiperf 0.13.0 (perfsanity.tooling venv) against a local fake OpenAI server.
+"""Slow: the real aiperf 0.13.0 (perfsanity.engines.tooling venv) against a local fake OpenAI server.
 
 Exercises the whole client path the BENCHMARK role takes: command → env changes → resolve the
 tool's entry point → run → parse → validity. Needs the aiperf tool venv and the tiny tokenizer
@@ -15,16 +15,16 @@ import pytest
 from clienttest_support import make_run
 from fake_openai import FakeOpenAI
 
-from perfsanity.clients.aiperf import CLIENT as AIPERF
-from perfsanity.roles import resolve_argv
-from perfsanity.validity import check
+from perfsanity.load.aiperf import CLIENT as AIPERF
+from perfsanity.load.validity import check
+from perfsanity.run.roles import resolve_argv
 
 ISL, OSL, N, CONC, WARMUP = 32, 16, 12, 3, 1
 
 
 @pytest.mark.slow
 def test_aiperf_against_fake_server(tmp_path: Path):
-    from perfsanity.model_assets import ensure_tiny_model
+    from perfsanity.engines.model_assets import ensure_tiny_model
 
     tokenizer = ensure_tiny_model()
     with FakeOpenAI(prompt_tokens=ISL, first_token_delay_s=0.02, token_delay_s=0.003) as srv:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from clienttest_support import AIPERF_FIXTURES, make_run
 
-from perfsanity.clients.aiperf import CLIENT as AIPERF
-from perfsanity.clients.aiperf import SUMMARY_FILE
-from perfsanity.clients.base import ClientOutputError
-from perfsanity.validity import check
+from perfsanity.load.aiperf import CLIENT as AIPERF
+from perfsanity.load.aiperf import SUMMARY_FILE
+from perfsanity.load.base import ClientOutputError
+from perfsanity.load.validity import check
 
 
 def test_c1():

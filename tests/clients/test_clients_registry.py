@@ -1,4 +1,4 @@
-"""perfsanity.clients registry: every config client name resolves to a BenchmarkClient."""
+"""perfsanity.load registry: every config client name resolves to a BenchmarkClient."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import typing
 
 import pytest
 
-from perfsanity import clients
-from perfsanity.config import Client
+import perfsanity.load as clients
+from perfsanity.spec.config import Client
 
 
 def test_registry_matches_config_literal():

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from clienttest_support import CLIENT_FIXTURES, make_run
 
-from perfsanity.clients import get_client
-from perfsanity.clients.base import ClientOutputError
-from perfsanity.clients.sglang_bench import CLIENT as SGLANG
-from perfsanity.clients.trtllm_bench import CLIENT as TRTLLM
-from perfsanity.validity import check
+from perfsanity.load import get_client
+from perfsanity.load.base import ClientOutputError
+from perfsanity.load.sglang_bench import CLIENT as SGLANG
+from perfsanity.load.trtllm_bench import CLIENT as TRTLLM
+from perfsanity.load.validity import check
 
 SG = CLIENT_FIXTURES / "sglang"
 TR = CLIENT_FIXTURES / "trtllm"

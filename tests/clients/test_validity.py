@@ -1,11 +1,11 @@
-"""perfsanity.validity.check: each reason fires on its own, a good result passes."""
+"""perfsanity.load.validity.check: each reason fires on its own, a good result passes."""
 
 from __future__ import annotations
 
 import pytest
 
-from perfsanity.results import ConcurrencyResult, LatencyStats
-from perfsanity.validity import check
+from perfsanity.load.results_json import ConcurrencyResult, LatencyStats
+from perfsanity.load.validity import check
 
 GOOD = ConcurrencyResult(
     concurrency=8, client="aiperf", requested=64, completed=64, failed=0, input_tokens=8192, output_tokens=2048,

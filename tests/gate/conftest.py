@@ -18,7 +18,7 @@ from gate_helpers import PG_ENV, in_ci
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from perfsanity.history import HistoryStore
+from perfsanity.results.history import HistoryStore
 
 
 def _pg_store_url(base_url: str, schema: str) -> str:

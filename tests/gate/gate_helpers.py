@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from perfsanity.history import HistoryStore, JobMeta, MatchKeys, RunMeta
-from perfsanity.results import ConcurrencyResult, LatencyStats, RunResult
+from perfsanity.load.results_json import ConcurrencyResult, LatencyStats, RunResult
+from perfsanity.results.history import HistoryStore, JobMeta, MatchKeys, RunMeta
 
 PG_ENV = "PERFSANITY_TEST_PG_URL"
 CONFIG = "dsr1-fp4-1k1k-ctx1tp4-gen1tep8"

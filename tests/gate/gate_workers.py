@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from perfsanity.history import HistoryStore, RunMeta
+from perfsanity.results.history import HistoryStore, RunMeta
 
 
 def write_runs(url: str, worker: int, runs: int, barrier) -> list[int]:

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from gate_helpers import CONFIG, DAY0, make_keys, make_run, seed_history
 
-from perfsanity.changepoint import detect_change_points
-from perfsanity.gate import Verdict, evaluate
+from perfsanity.results.changepoint import detect_change_points
+from perfsanity.results.gate import Verdict, evaluate
 
 NOW = DAY0 + timedelta(days=90, hours=3)
 THROUGHPUT_DROP = {"output_token_throughput": 0.95, "total_token_throughput": 0.95}
@@ -100,7 +100,7 @@ def test_only_matching_valid_post_merge_records_feed_the_baseline(store):
     baseline_before = _verdicts(evaluate(make_run({64: today}), history=store, keys=make_keys(),
                                          now=now))["output_token_throughput"].baseline
     # other keys, pre-merge runs, invalid runs and runs after `now` must not move it
-    from perfsanity.history import RunMeta
+    from perfsanity.results.history import RunMeta
 
     odd = make_run({64: {**today, "output_token_throughput": 1.0}})
     store.add_run(make_keys(), odd, RunMeta(post_merge=False, timestamp=now - timedelta(hours=1)))
@@ -108,7 +108,7 @@ def test_only_matching_valid_post_merge_records_feed_the_baseline(store):
     store.mark_invalid(ids[0], "bad node")
     store.add_run(make_keys(), odd, RunMeta(post_merge=True, timestamp=now + timedelta(hours=1)))
     other = make_keys().as_dict() | {"gpu_type": "H200"}
-    from perfsanity.history import MatchKeys
+    from perfsanity.results.history import MatchKeys
 
     store.add_run(MatchKeys(**other), odd, RunMeta(post_merge=True, timestamp=now - timedelta(hours=1)))
     baseline_after = _verdicts(evaluate(make_run({64: today}), history=store, keys=make_keys(),

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from perfsanity.changepoint import detect_change_points
-from perfsanity.errors import ConfigError
+from perfsanity.common.errors import ConfigError
+from perfsanity.results.changepoint import detect_change_points
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

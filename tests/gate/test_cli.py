@@ -15,7 +15,7 @@ from gate_helpers import CONFIG, DAY0, job_meta, make_run, seed_history
 from junitparser import Failure, JUnitXml
 
 from perfsanity.cli import build_parser, main
-from perfsanity.history import HistoryStore
+from perfsanity.results.history import HistoryStore
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = DAY0 + timedelta(days=90, hours=3)

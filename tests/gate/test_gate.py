@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from gate_helpers import make_keys, make_run
 
-from perfsanity.errors import ConfigError
-from perfsanity.gate import (
+from perfsanity.common.errors import ConfigError
+from perfsanity.results.gate import (
     BaselinesFile,
     GateConfig,
     GateReport,
@@ -18,7 +18,7 @@ from perfsanity.gate import (
     judge,
     resolve_gate_config,
 )
-from perfsanity.history import HistoryStore, RunMeta
+from perfsanity.results.history import HistoryStore, RunMeta
 
 T0 = datetime(2025, 6, 1, 3, 0, tzinfo=UTC)
 

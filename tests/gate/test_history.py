@@ -11,8 +11,8 @@ import pytest
 from gate_helpers import CONFIG, make_keys, make_run
 from gate_workers import write_runs
 
-from perfsanity.errors import ConfigError, PerfsanityError
-from perfsanity.history import HistoryStore, JobMeta, MatchKeys, RunMeta, mask_url, strip_url_secrets
+from perfsanity.common.errors import ConfigError, PerfsanityError
+from perfsanity.results.history import HistoryStore, JobMeta, MatchKeys, RunMeta, mask_url, strip_url_secrets
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 

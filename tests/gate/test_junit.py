@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from junitparser import Error, Failure, JUnitXml, Properties, Skipped
 
-from perfsanity.errors import ConfigError
-from perfsanity.gate import GateReport, MetricVerdict, Verdict
-from perfsanity.junit import add_role_failures, write_junit
+from perfsanity.common.errors import ConfigError
+from perfsanity.results.gate import GateReport, MetricVerdict, Verdict
+from perfsanity.results.junit import add_role_failures, write_junit
 
 CONFIG = "ds.r1 <script>alert(1)</script>"
 

@@ -13,10 +13,10 @@ from datetime import timedelta
 import pytest
 from gate_helpers import DAY0, in_ci, job_meta, make_keys, make_run, seed_history
 
-from perfsanity.gate import GateConfig, evaluate
-from perfsanity.history import HistoryStore
-from perfsanity.report.job import render_job_report, write_job_report
-from perfsanity.report.trend import render_trend_report, write_trend_report
+from perfsanity.results.gate import GateConfig, evaluate
+from perfsanity.results.history import HistoryStore
+from perfsanity.results.report.job import render_job_report, write_job_report
+from perfsanity.results.report.trend import render_trend_report, write_trend_report
 
 EVIL = '<script>alert("x")</script>&"'
 NOW = DAY0 + timedelta(days=90, hours=3)
@@ -98,7 +98,7 @@ def test_trend_report_marks_change_points(tmp_path):
 
 
 def test_trend_report_without_history_is_a_clear_error(tmp_path):
-    from perfsanity.errors import PerfsanityError
+    from perfsanity.common.errors import PerfsanityError
 
     with HistoryStore(tmp_path / "h.sqlite") as store, pytest.raises(PerfsanityError, match="no post-merge history"):
         render_trend_report(store, "nothing-here", now=NOW)

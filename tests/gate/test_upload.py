@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from gate_helpers import make_keys, make_run
 
-from perfsanity.errors import ConfigError, PerfsanityError
-from perfsanity.history import HistoryStore, RunMeta
-from perfsanity.upload import UploadConfig, config_from_env, document, upload_records
+from perfsanity.common.errors import ConfigError, PerfsanityError
+from perfsanity.results.history import HistoryStore, RunMeta
+from perfsanity.results.upload import UploadConfig, config_from_env, document, upload_records
 
 
 class Recorder:

@@ -1,4 +1,4 @@
-"""Slow tests of perfsanity.tooling: tool venvs (install, lock, marker, timeout) and a real
+"""Slow tests of perfsanity.engines.tooling: tool venvs (install, lock, marker, timeout) and a real
 disaggregated Dynamo stack (frontend + prefill mocker + decode mocker) on 127.0.0.1.
 
 Every process is started in its own session (process group) and stopped by PID; the tests check
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from perfsanity import tooling
-from perfsanity.model_assets import MODEL_NAME, ensure_tiny_model
+from perfsanity.engines import tooling
+from perfsanity.engines.model_assets import MODEL_NAME, ensure_tiny_model
 
 pytestmark = pytest.mark.slow
 
@@ -248,7 +248,7 @@ def test_all_listeners_are_loopback_and_workers_report_health(
 
 FAKE_SPEC = """
 import sys
-from perfsanity import tooling
+from perfsanity.engines import tooling
 tooling.TOOLS["fake"] = tooling.ToolSpec(
     name="fake", version="1", dist="pip", pip_steps=(("--no-index", "pip"),),
     smoke_code=sys.argv[1], expected_minutes="seconds")

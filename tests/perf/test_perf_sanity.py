@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from perfsanity.testcases import all_cases, run_case
+from perfsanity.jobs.testcases import all_cases, run_case
 
 CASES = all_cases()
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from perfsanity.slurm import jobs
-from perfsanity.slurm.env import parse_hostlist
+from perfsanity.jobs import slurm as jobs
+from perfsanity.run.context import parse_hostlist
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUBMIT = REPO_ROOT / "submit.py"

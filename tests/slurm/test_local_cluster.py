@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from perfsanity.slurm import jobs
-from perfsanity.slurm.env import parse_hostlist
+from perfsanity.jobs import slurm as jobs
+from perfsanity.run.context import parse_hostlist
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -66,7 +66,7 @@ def test_four_node_job_places_steps_on_requested_nodes(cluster, tmp_path: Path) 
         for node in reversed(nodes)
     )
     context_probe = (
-        "import json, os; from perfsanity.slurm.env import SlurmContext; "
+        "import json, os; from perfsanity.run.context import SlurmContext; "
         "c = SlurmContext.from_env(os.environ); "
         "print(json.dumps({'node': c.node_name, 'nodes': list(c.nodelist), 'procid': c.procid, "
         "'localid': c.localid, 'nnodes': c.nnodes, 'ntasks': c.ntasks, 'step': c.step_id, "

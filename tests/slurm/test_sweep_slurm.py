@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from perfsanity.slurm import jobs
+from perfsanity.jobs import slurm as jobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from perfsanity.slurm import jobs as slurm_jobs
-from perfsanity.slurm.jobs import JobInfo
+import perfsanity.jobs.slurm as slurm_jobs
+from perfsanity.jobs.slurm import JobInfo
 
 BASE = "test_configs/disagg/perf/mocker-ctx1-gen1.yaml"  # relative to the repo
 
@@ -61,7 +61,7 @@ class FakeSlurm:
 
 @pytest.fixture
 def fake_slurm(monkeypatch):
-    from perfsanity import sweep
+    from perfsanity.jobs import sweep
 
     fake = FakeSlurm()
     monkeypatch.setattr(slurm_jobs, "submit", fake.submit)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from perfsanity import jobdir, sweep
-from perfsanity.errors import ConfigError
-from perfsanity.results import ConcurrencyResult, LatencyStats, RunResult
+from perfsanity.common.errors import ConfigError
+from perfsanity.jobs import jobdir, sweep
+from perfsanity.load.results_json import ConcurrencyResult, LatencyStats, RunResult
 
 BASE = "test_configs/disagg/perf/mocker-ctx1-gen1.yaml"  # relative to the repo
 SECRET = "hf_" + "a1B2c3D4e5F6g7H8i9J0kLmN"
@@ -63,7 +63,7 @@ def test_status_asks_slurm_for_unfinished_jobs_and_survives_its_absence(tmp_path
     [s] = jobdir.status(d, live=False)
     assert (s.state, s.state_source, s.verdict) == ("RUNNING", "recorded", None)
 
-    import perfsanity.slurm.jobs as slurm_jobs
+    import perfsanity.jobs.slurm as slurm_jobs
 
     calls = []
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from perfsanity import submit as submit_mod
-from perfsanity import sweep
-from perfsanity.errors import ConfigError
-from perfsanity.launch import REPO_ROOT
+from perfsanity.common.errors import ConfigError
+from perfsanity.jobs import sweep
+from perfsanity.plan import prepare as submit_mod
+from perfsanity.plan.launch import REPO_ROOT
 
 BASE = "test_configs/disagg/perf/mocker-ctx1-gen1.yaml"  # relative to the repo
 

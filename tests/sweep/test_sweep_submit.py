@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from perfsanity import sweep
+from perfsanity.jobs import sweep
 
 BASE = "test_configs/disagg/perf/mocker-ctx1-gen1.yaml"  # relative to the repo
 FOUR = f"""
@@ -68,7 +68,7 @@ def test_retry_node_fail_once_but_never_a_test_failure(write_sweep, tmp_path, fa
         (Path(kw["workdir"]) / f"slurm-{job_id}.out").write_text(f"job {job_id}\n")
         return job_id
 
-    import perfsanity.slurm.jobs as slurm_jobs
+    import perfsanity.jobs.slurm as slurm_jobs
 
     slurm_jobs.submit = submit  # restored by the fixture's monkeypatch
     rc = sweep.main([str(path), "--out", str(out), "--submit", "--retries", "3"])
@@ -125,7 +125,7 @@ def test_wait_is_bounded_by_slurm_timeout(write_sweep, tmp_path, fake_slurm, mon
 
 
 def test_sbatch_refusal_is_recorded_and_retried_next_run(write_sweep, tmp_path, fake_slurm, monkeypatch):
-    import perfsanity.slurm.jobs as slurm_jobs
+    import perfsanity.jobs.slurm as slurm_jobs
 
     def refuse(script, **kw):
         raise slurm_jobs.SbatchError(["sbatch"], "exit code 1", returncode=1, stderr="invalid partition")
@@ -179,7 +179,7 @@ def test_progress_tty_uses_one_updating_line():
 
 
 def test_local_runs_points_in_turn_and_resumes(write_sweep, tmp_path, monkeypatch):
-    import perfsanity.local
+    import perfsanity.run.local
 
     ran = []
 
@@ -187,7 +187,7 @@ def test_local_runs_points_in_turn_and_resumes(write_sweep, tmp_path, monkeypatc
         ran.append(job.job_dir.name)
         return 0 if job.job_dir.name == "bs64" or len(ran) > 2 else 4
 
-    monkeypatch.setattr(perfsanity.local, "run_local", run_local)
+    monkeypatch.setattr(perfsanity.run.local, "run_local", run_local)
     path, out = write_sweep(TWO), tmp_path / "out"
     assert sweep.main([str(path), "--out", str(out), "--local"]) == 1
     assert ran == ["bs64", "bs128"]

@@ -1,4 +1,4 @@
-"""perfsanity.cluster: defaults < test YAML < overrides, env prepended (test wins), aliases, model_root."""
+"""perfsanity.spec.cluster: defaults < test YAML < overrides, env prepended (test wins), aliases, model_root."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from perfsanity.cluster import ClusterDefaults, cluster_from_env_or_arg, load_cluster
-from perfsanity.config import config_from_dict, read_yaml
-from perfsanity.envvars import apply
-from perfsanity.errors import ConfigError
+from perfsanity.common.errors import ConfigError
+from perfsanity.spec.cluster import ClusterDefaults, cluster_from_env_or_arg, load_cluster
+from perfsanity.spec.config import config_from_dict, read_yaml
+from perfsanity.spec.envvars import apply
 
 ROOT = Path(__file__).resolve().parents[2] / "test_configs"
 EXAMPLE = ROOT / "clusters/example-gb200.yaml"

@@ -1,4 +1,4 @@
-"""perfsanity.config: schema, loader, error conversion (one line naming file + key path), derived values."""
+"""perfsanity.spec.config: schema, loader, error conversion (one line naming file + key path), derived values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from perfsanity.config import (
+from perfsanity.common.errors import ConfigError
+from perfsanity.spec.config import (
     Config,
     apply_overrides,
     config_from_dict,
@@ -17,8 +18,7 @@ from perfsanity.config import (
     load_config,
     read_yaml,
 )
-from perfsanity.errors import ConfigError
-from perfsanity.topology import build_topology
+from perfsanity.spec.topology import build_topology
 
 CONFIGS_ROOT = Path(__file__).resolve().parents[2] / "test_configs"
 CONFIGS = sorted(CONFIGS_ROOT.glob("*/perf/*.yaml"))

@@ -17,12 +17,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from perfsanity.cluster import load_cluster
-from perfsanity.config import config_from_dict, load_config, read_yaml
-from perfsanity.errors import ConfigError
-from perfsanity.launch import LaunchPaths, render_launch_sh, render_prefix
-from perfsanity.submit import prepare_direct
-from perfsanity.topology import build_topology
+from perfsanity.common.errors import ConfigError
+from perfsanity.plan.launch import LaunchPaths, render_launch_sh, render_prefix
+from perfsanity.plan.prepare import prepare_direct
+from perfsanity.spec.cluster import load_cluster
+from perfsanity.spec.config import config_from_dict, load_config, read_yaml
+from perfsanity.spec.topology import build_topology
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = REPO / "test_configs"

@@ -1,4 +1,4 @@
-"""perfsanity.envvars: parsing ``K=V`` strings, run-time ``${VAR}`` expansion, never running a command."""
+"""perfsanity.spec.envvars: parsing ``K=V`` strings, run-time ``${VAR}`` expansion, never running a command."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perfsanity.envvars import EnvAssignment, apply, expand, merge, parse_env_string, to_string
+from perfsanity.spec.envvars import EnvAssignment, apply, expand, merge, parse_env_string, to_string
 
 A = EnvAssignment
 

@@ -1,4 +1,4 @@
-"""perfsanity.launch: launch.sh rendering. Golden files pin L0-mode launch.sh of three configs; injection
+"""perfsanity.plan.launch: launch.sh rendering. Golden files pin L0-mode launch.sh of three configs; injection
 tests run a rendered launch.sh with stub ``srun``/``scontrol`` and check that config strings stay data.
 
 ``PERFSANITY_UPDATE_GOLDEN=1 pytest tests/unit/test_launch.py`` rewrites the golden files.
@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from perfsanity.config import config_from_dict, load_config
-from perfsanity.errors import ConfigError
-from perfsanity.launch import (
+from perfsanity.common.errors import ConfigError
+from perfsanity.plan.launch import (
     CONTAINER_ENV,
     LaunchPaths,
     default_srun_args,
@@ -26,7 +25,8 @@ from perfsanity.launch import (
     render_prefix,
     render_srun_args,
 )
-from perfsanity.topology import build_topology
+from perfsanity.spec.config import config_from_dict, load_config
+from perfsanity.spec.topology import build_topology
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = REPO / "test_configs"
@@ -372,8 +372,8 @@ def test_launch_sh_verdict_with_stub_srun(fail: str, rc: int, needle: str, tmp_p
     calls = log.read_text()
     if fail == "install":
         assert "role=GEN_0" not in calls
-        assert "python3 [-m] [perfsanity.triage]" in calls
+        assert "python3 [-m] [perfsanity.run.triage]" in calls
     else:
         assert all(f"role={r}" in calls for r in ("GEN_0", "CTX_0", "DISAGG_SERVER", "BENCHMARK"))
     if fail == "GEN_0":
-        assert "python3 [-m] [perfsanity.triage]" in calls
+        assert "python3 [-m] [perfsanity.run.triage]" in calls

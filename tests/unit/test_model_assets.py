@@ -1,4 +1,4 @@
-"""Tests of perfsanity.model_assets.
+"""Tests of perfsanity.engines.model_assets.
 
 The fast tests replace the generator (which needs the Dynamo venv) with a stub; the slow test runs
 the real generator in the Dynamo venv and checks the files and their determinism.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from perfsanity import model_assets, tooling
-from perfsanity.model_assets import REQUIRED_FILES, ModelAssetError, ensure_tiny_model
+from perfsanity.engines import model_assets, tooling
+from perfsanity.engines.model_assets import REQUIRED_FILES, ModelAssetError, ensure_tiny_model
 
 FAKE_TOOL = tooling.ToolEnv("dynamo", Path("/nonexistent/python"), Path("/nonexistent"), "0")
 

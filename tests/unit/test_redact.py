@@ -1,10 +1,10 @@
-"""perfsanity.redact: secrets masked in text and data, ordinary text untouched."""
+"""perfsanity.common.redact: secrets masked in text and data, ordinary text untouched."""
 
 from __future__ import annotations
 
 import pytest
 
-from perfsanity.redact import MASK, redact, redact_data
+from perfsanity.common.redact import MASK, redact, redact_data
 
 
 @pytest.mark.parametrize(

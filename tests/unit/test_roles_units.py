@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from perfsanity.backends.base import Address, ServerSpec
-from perfsanity.config import load_config
-from perfsanity.errors import RoleFailed, WaitTimeout
-from perfsanity.ports import listening_ports, listening_sockets
-from perfsanity.procs import ManagedProcess, ProcessSet
-from perfsanity.rendezvous import Rendezvous
-from perfsanity.roles import Job, discover_address, serve
-from perfsanity.topology import build_topology
-from perfsanity.triage import triage
-from perfsanity.waits import wait_until
+from perfsanity.common.errors import RoleFailed, WaitTimeout
+from perfsanity.common.ports import listening_ports, listening_sockets
+from perfsanity.common.processes import ManagedProcess, ProcessSet
+from perfsanity.common.waits import wait_until
+from perfsanity.engines.base import Address, ServerSpec
+from perfsanity.run.rendezvous import Rendezvous
+from perfsanity.run.roles import Job, discover_address, serve
+from perfsanity.run.triage import triage
+from perfsanity.spec.config import load_config
+from perfsanity.spec.topology import build_topology
 
 REPO = Path(__file__).resolve().parents[2]
 MOCKER = REPO / "test_configs/disagg/perf/mocker-ctx1-gen1.yaml"
@@ -103,8 +103,8 @@ def test_rendezvous_publish_and_wait_for_addresses_published_by_another_process(
     assert rdv.address("GEN_0") is None and rdv.status() is None
     rdv.publish(Address("CTX_0", "127.0.0.1", 4001), ready_s=1.5)
     writer = _in_other_process(
-        "import time; from pathlib import Path; from perfsanity.rendezvous import Rendezvous;"
-        "from perfsanity.backends.base import Address; time.sleep(0.3);"
+        "import time; from pathlib import Path; from perfsanity.run.rendezvous import Rendezvous;"
+        "from perfsanity.engines.base import Address; time.sleep(0.3);"
         f"Rendezvous(Path({str(tmp_path / 'rdv')!r})).publish(Address('GEN_0', '127.0.0.1', 4002))")
     try:
         addrs = rdv.wait_for(["GEN_0", "CTX_0"], timeout_s=20, waiter="DISAGG_SERVER")
@@ -120,7 +120,7 @@ def test_rendezvous_publish_and_wait_for_addresses_published_by_another_process(
 def test_rendezvous_waiter_aborts_at_once_when_another_role_fails(tmp_path):
     rdv = Rendezvous(tmp_path / "rdv")
     writer = _in_other_process(
-        "import time; from pathlib import Path; from perfsanity.rendezvous import Rendezvous; time.sleep(0.3);"
+        "import time; from pathlib import Path; from perfsanity.run.rendezvous import Rendezvous; time.sleep(0.3);"
         f"Rendezvous(Path({str(tmp_path / 'rdv')!r})).report_failure('GEN_0', 'GEN_0 server exited with code 2',"
         f" 'usage: mocker\\nHF_TOKEN={SECRET}\\nerror: bad flag')")
     t0 = time.monotonic()

@@ -1,4 +1,4 @@
-"""Unit tests for perfsanity.slurm.env: host list parsing and SlurmContext.from_env.
+"""Unit tests for perfsanity.run.context: host list parsing and SlurmContext.from_env.
 
 The environments below were captured from the local 4-node cluster (scripts/local_slurm)."""
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from perfsanity.slurm import env as slurm_env
-from perfsanity.slurm.env import SlurmContext, expand_hostlist, parse_hostlist
+import perfsanity.run.context as slurm_env
+from perfsanity.run.context import SlurmContext, expand_hostlist, parse_hostlist
 
 # rank 3 of `srun -N2 -n4 --ntasks-per-node=2` inside `sbatch -N2 --gpus-per-node=2` (trimmed)
 STEP_ENV = {

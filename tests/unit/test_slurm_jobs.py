@@ -1,4 +1,4 @@
-"""Unit tests for perfsanity.slurm.jobs with subprocess stubbed out.
+"""Unit tests for perfsanity.jobs.slurm with subprocess stubbed out.
 
 Every scontrol/sacct/sbatch output below was captured from the local 4-node SLURM 22.05 cluster
 (scripts/local_slurm/start.sh, WITH_SACCT=1 for the sacct lines)."""
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from perfsanity.errors import PerfsanityError, WaitTimeout
-from perfsanity.slurm import jobs
-from perfsanity.slurm.jobs import JobInfo
+from perfsanity.common.errors import PerfsanityError, WaitTimeout
+from perfsanity.jobs import slurm as jobs
+from perfsanity.jobs.slurm import JobInfo
 
 _COMMON = "UserId=root(0) GroupId=root(0) MCS_label=N/A Priority=4294901758 Nice=0 Account=(null) QOS=(null) "
 

@@ -1,4 +1,4 @@
-"""perfsanity.testlist: TensorRT-LLM L0 test-list lines → (kind, mode, config name)."""
+"""perfsanity.spec.testlist: TensorRT-LLM L0 test-list lines → (kind, mode, config name)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from perfsanity import testlist
-from perfsanity.errors import ConfigError
-from perfsanity.testlist import parse_test_id, parse_test_list
+from perfsanity.common.errors import ConfigError
+from perfsanity.spec import testlist
+from perfsanity.spec.testlist import parse_test_id, parse_test_list
 
 Sel = testlist.TestSelection  # not named Test*: pytest would try to collect it
 

@@ -1,4 +1,4 @@
-"""perfsanity.topology: node slices per role, with hypothesis property tests over random valid layouts."""
+"""perfsanity.spec.topology: node slices per role, with hypothesis property tests over random valid layouts."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perfsanity.config import config_from_dict, load_config
-from perfsanity.errors import ConfigError
-from perfsanity.topology import MAX_NODES, Placement, Topology, build_topology
+from perfsanity.common.errors import ConfigError
+from perfsanity.spec.config import config_from_dict, load_config
+from perfsanity.spec.topology import MAX_NODES, Placement, Topology, build_topology
 
 ROOT = Path(__file__).resolve().parents[2] / "test_configs"
 META = {"model_name": "m", "backend": "trtllm"}

@@ -80,7 +80,7 @@ stepPids=()
 triage_and_exit() {
     local rc=$1 why=$2
     log "$why"
-    python3 -m perfsanity.triage --job-dir "$jobDir" --reason "$why" || true
+    python3 -m perfsanity.run.triage --job-dir "$jobDir" --reason "$why" || true
     for pid in "${stepPids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     exit "$rc"
 }
@@ -142,7 +142,7 @@ while [[ -z $verdict ]]; do
             verdict=1
         fi
         (( verdict == 0 )) && verdict=1
-        python3 -m perfsanity.triage --job-dir "$jobDir" --reason "$role failed with exit code $rc" || true
+        python3 -m perfsanity.run.triage --job-dir "$jobDir" --reason "$role failed with exit code $rc" || true
     else
         log "$role exited 0"
     fi

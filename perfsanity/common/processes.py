@@ -1,0 +1,164 @@
+"""Processes the harness starts: each in its own session (process group), output to a log file,
+stopped by PID (TERM to the group, then KILL after a bound). A :class:`ProcessSet` is a fail-fast
+registry: it knows every process a role started and stops them all on exit or signal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from perfsanity.common.redact import redact
+
+
+def tail(path: Path, lines: int = 40, *, max_bytes: int = 64_000) -> str:
+    """Last ``lines`` lines of a text file, secrets redacted ('' if missing)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return redact("\n".join(data.splitlines()[-lines:]))
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie (a non-reaping PID 1 leaves zombies behind)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+class ManagedProcess:
+    """One child process with its log file."""
+
+    def __init__(self, name: str, argv: Sequence[str], *, env: Mapping[str, str], log_path: Path,
+                 cwd: Path | None = None) -> None:
+        self.name = name
+        self.argv = tuple(argv)
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("ab")
+        self._log.write(f"[perfsanity] start {name}: {' '.join(self.argv)}\n".encode())
+        self._log.flush()
+        self.popen = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            self.argv,
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+        self.started = time.monotonic()
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    @property
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        return tail(self.log_path, lines)
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """TERM the process group, wait up to ``timeout_s``, then KILL it. Returns the exit code."""
+        if self.popen.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                try:
+                    self.popen.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        # children that outlived the leader still hold the group id
+        self._signal_group(signal.SIGKILL, only_if_alive=True)
+        try:
+            self._log.close()
+        except OSError:
+            pass
+        return self.popen.poll()
+
+    def _signal_group(self, sig: int, *, only_if_alive: bool = False) -> None:
+        try:
+            if only_if_alive and not _group_alive(self.pid):
+                return
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _group_alive(pgid: int) -> bool:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+class ProcessSet:
+    """Every process one role started; ``stop_all`` on any exit path (use as a context manager)."""
+
+    def __init__(self) -> None:
+        self.procs: list[ManagedProcess] = []
+
+    def start(self, name: str, argv: Sequence[str], *, env: Mapping[str, str], log_path: Path,
+              cwd: Path | None = None) -> ManagedProcess:
+        proc = ManagedProcess(name, argv, env=env, log_path=log_path, cwd=cwd)
+        self.procs.append(proc)
+        return proc
+
+    def first_dead(self) -> ManagedProcess | None:
+        for proc in self.procs:
+            if proc.poll() is not None:
+                return proc
+        return None
+
+    def stop_all(self, timeout_s: float = 10.0) -> None:
+        for proc in reversed(self.procs):
+            proc.stop(timeout_s)
+
+    def __enter__(self) -> ProcessSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+class TermAsInterrupt:
+    """Turn SIGTERM into KeyboardInterrupt while active, so ``finally`` blocks run on scancel."""
+
+    def __enter__(self) -> TermAsInterrupt:
+        self._old = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        try:
+            signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)

@@ -1,0 +1,77 @@
+"""Dynamo frontend + ``dynamo.mocker`` workers: the CPU stand-in for disaggregated serving.
+
+A real disaggregated serving path (Dynamo's OpenAI frontend, router, TCP request plane, ZMQ event
+plane, prefill→decode hand-off) with simulated compute. File discovery in the job's shared
+``discovery/`` dir; no etcd or NATS. Measured facts are in ``docs/dynamo-mocker.md``.
+
+Event plane: a per-job broker (:mod:`perfsanity.engines.zmq_broker`, a job service started by
+DISAGG_SERVER) keeps every socket on the bind host; without it Dynamo binds event-plane sockets on
+0.0.0.0.
+
+Ports: the frontend takes ``--http-port 0``; each worker's system status server takes
+``DYN_SYSTEM_PORT=0``; request-plane ports are OS-assigned. ``/health`` on a worker's status server
+answers 200 once its ``generate`` endpoint is ready (``DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS``).
+"""
+
+from __future__ import annotations
+
+from perfsanity.engines import zmq_broker
+from perfsanity.engines.base import RouterContext, ServerSpec, WorkerContext, cli_flags
+
+# typed parallelism keys describe the (simulated) deployment's GPUs; the mocker takes none of them
+_HARNESS_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "context_parallel_size",
+                 "moe_expert_parallel_size", "enable_attention_dp")
+_MODE = {"ctx": "prefill", "gen": "decode", "server": "agg"}
+
+
+def dynamo_env(host: str, discovery_dir: str) -> dict[str, str]:
+    """File discovery, TCP request plane, ZMQ event plane, everything bound to ``host``."""
+    return {
+        "DYN_DISCOVERY_BACKEND": "file",
+        "DYN_FILE_KV": discovery_dir,
+        "DYN_REQUEST_PLANE": "tcp",
+        "DYN_EVENT_PLANE": "zmq",
+        "DYN_TCP_RPC_HOST": host,
+        "DYN_TCP_RESPONSE_STREAM_HOST": host,
+        "DYN_EVENT_PLANE_HOST": host,
+        "DYN_SYSTEM_HOST": host,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "DYN_SDK_DISABLE_ANSI_LOGGING": "1",
+    }
+
+
+class DynamoMockerBackend:
+    name = "dynamo-mocker"
+    tools = ("dynamo",)
+    #: the frontend discovers workers through the shared discovery dir: it starts with them
+    router_needs_worker_addresses = False
+    #: job service -> env var: every worker and the frontend connect to the job's event-plane broker
+    service_env = {"zmq_broker": "DYN_ZMQ_BROKER_URL"}
+
+    def services(self, host: str) -> dict[str, ServerSpec]:
+        """The event-plane broker, started by DISAGG_SERVER before the workers start."""
+        argv = ("python3", zmq_broker.__file__, host)
+        return {"zmq_broker": ServerSpec(argv=argv, tool="dynamo")}
+
+    def worker(self, ctx: WorkerContext) -> ServerSpec:
+        kind = ctx.placement.kind
+        worker = {"ctx": ctx.config.worker_config.ctx, "gen": ctx.config.worker_config.gen,
+                  "server": ctx.config.worker_config.server}[kind]
+        options = worker.engine_options() if worker is not None else {}
+        argv = ["python3", "-m", "dynamo.mocker", "--model-path", ctx.model_path,
+                "--model-name", ctx.config.metadata.model_name, "--disaggregation-mode", _MODE[kind],
+                *cli_flags(options, skip=_HARNESS_KEYS)]
+        env = dynamo_env(ctx.host, str(ctx.discovery_dir or ctx.job_dir / "discovery"))
+        env["DYN_SYSTEM_PORT"] = "0"
+        env["DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS"] = '["generate"]'
+        return ServerSpec(argv=tuple(argv), env=env, port=0, health_path="/health", tool="dynamo")
+
+    def router(self, ctx: RouterContext) -> ServerSpec:
+        argv = ["python3", "-m", "dynamo.frontend", "--http-host", ctx.host, "--http-port", "0"]
+        env = dynamo_env(ctx.host, str(ctx.discovery_dir or ctx.job_dir / "discovery"))
+        env["DYN_SYSTEM_PORT"] = "-1"
+        return ServerSpec(argv=tuple(argv), env=env, port=0, health_path="/health", tool="dynamo")
+
+
+BACKEND = DynamoMockerBackend()

@@ -1,0 +1,374 @@
+"""Isolated, pinned virtual environments for the external tools the CPU stand-in runs.
+
+Each tool (Dynamo's frontend + mocker, and the aiperf load generator) lives in its own venv under
+``$PERFSANITY_HOME/venvs/<name>-<version>`` (default ``~/.cache/perfsanity``), so the tools never
+share dependencies with each other or with the harness, and fresh clones of the repo reuse them.
+
+* First use installs, printing ``[perfsanity] ...`` progress lines on stderr; pip's output goes to
+  ``<venv>/perfsanity-install.log``.
+* A cross-process lock (``fcntl.flock`` on ``<venv>.lock``) makes concurrent callers install once;
+  the others wait, bounded by ``PERFSANITY_INSTALL_TIMEOUT`` seconds (default 1200).
+* A venv is trusted only once its ``.perfsanity-complete`` marker exists. The marker is written
+  atomically after a smoke import succeeded; a venv without it is deleted and installed again.
+* ``PERFSANITY_DYNAMO_PYTHON`` / ``PERFSANITY_AIPERF_PYTHON`` name an existing interpreter to use
+  instead; nothing is installed then.
+
+CLI: ``python -m perfsanity.engines.tooling install dynamo aiperf`` and ``python -m perfsanity.engines.tooling
+python dynamo`` (prints the interpreter path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from perfsanity.common.errors import PerfsanityError
+from perfsanity.common.ports import listening_sockets
+from perfsanity.common.processes import tail
+
+MARKER_NAME = ".perfsanity-complete"
+LOG_NAME = "perfsanity-install.log"
+DEFAULT_INSTALL_TIMEOUT_S = 1200.0
+PROGRESS_EVERY_S = 30.0
+
+
+class ToolInstallError(PerfsanityError):
+    """Installing or locating a tool failed; the message names the venv, the log and its tail."""
+
+    exit_code = 5
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """How to install one tool: pip argument lists run in order, and a smoke-test import."""
+
+    name: str
+    version: str
+    dist: str
+    pip_steps: tuple[tuple[str, ...], ...]
+    smoke_code: str
+    expected_minutes: str
+
+    def fingerprint(self) -> str:
+        """Hash of everything that defines the install; a changed spec forces a reinstall."""
+        payload = json.dumps([self.name, self.version, self.pip_steps, self.smoke_code])
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# ai-dynamo 1.6.1 depends on aisimulate, whose PyPI release cannot be built offline and which only
+# the planner/profiler import. So: the runtime + ai-dynamo's other dependencies, then ai-dynamo
+# itself without dependencies.
+_DYNAMO_DEPS = (
+    "ai-dynamo-runtime==1.6.1",
+    "aiohttp<4,>=3.14.3",
+    "certifi>=2026.10.19",
+    "kubernetes<33,>=32.0.1",
+    "msgspec>=0.19",
+    "prometheus-client<1,>=0.23.1",
+    "pyzmq>=26",
+    "redis<9,>=6.2",
+    "tqdm>=4",
+    "transformers==5.24.0",  # ai-dynamo allows >=4.56; pinned to the measured version because the
+    "tokenizers==0.23.3",  # tiny model's files (perfsanity.engines.model_assets) are generated with them
+    "typing-extensions>=4.10",
+    "zstandard<1,>=0.23",
+)
+
+TOOLS: dict[str, ToolSpec] = {
+    "dynamo": ToolSpec(
+        name="dynamo",
+        version="1.6.1",
+        dist="ai-dynamo",
+        pip_steps=(_DYNAMO_DEPS, ("--no-deps", "ai-dynamo==1.6.1")),
+        smoke_code="import dynamo.frontend, dynamo.mocker, tokenizers, transformers",
+        expected_minutes="~1 min",
+    ),
+    "aiperf": ToolSpec(
+        name="aiperf",
+        version="0.13.0",
+        dist="aiperf",
+        pip_steps=(("aiperf==0.13.0",),),
+        smoke_code="import aiperf.cli",
+        expected_minutes="~1.5 min",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ToolEnv:
+    """A ready interpreter for one tool."""
+
+    name: str
+    python: Path
+    bin_dir: Path
+    version: str
+
+    def module_argv(self, module: str, *args: str) -> list[str]:
+        """argv for ``python -m <module> <args>`` in this tool's interpreter."""
+        return [str(self.python), "-m", module, *args]
+
+    def script_argv(self, script: str, *args: str) -> list[str]:
+        """argv for an installed entry-point script (e.g. ``aiperf``) of this tool."""
+        path = self.bin_dir / script
+        if not path.exists():
+            raise ToolInstallError(f"{self.name}: no script {script!r} in {self.bin_dir}")
+        return [str(path), *args]
+
+
+def perfsanity_home() -> Path:
+    """Root of the per-user cache: ``$PERFSANITY_HOME`` or ``~/.cache/perfsanity``."""
+    raw = os.environ.get("PERFSANITY_HOME")
+    return Path(raw).expanduser() if raw else Path.home() / ".cache" / "perfsanity"
+
+
+def override_var(name: str) -> str:
+    """Name of the env var that points at a pre-existing interpreter for tool ``name``."""
+    return f"PERFSANITY_{name.upper()}_PYTHON"
+
+
+def install_timeout() -> float:
+    """Bound (seconds) for one install, and for waiting on another process's install."""
+    raw = os.environ.get("PERFSANITY_INSTALL_TIMEOUT")
+    return float(raw) if raw else DEFAULT_INSTALL_TIMEOUT_S
+
+
+def venv_dir(spec: ToolSpec) -> Path:
+    """Where the venv of ``spec`` lives."""
+    return perfsanity_home() / "venvs" / f"{spec.name}-{spec.version}"
+
+
+def _log(message: str) -> None:
+    print(f"[perfsanity] {message}", file=sys.stderr, flush=True)
+
+
+def _spec(name: str) -> ToolSpec:
+    try:
+        return TOOLS[name]
+    except KeyError:
+        raise ToolInstallError(f"unknown tool {name!r}; known: {', '.join(sorted(TOOLS))}") from None
+
+
+def _env_for(venv: Path, spec: ToolSpec) -> ToolEnv:
+    return ToolEnv(spec.name, venv / "bin" / "python", venv / "bin", spec.version)
+
+
+def _is_complete(venv: Path, spec: ToolSpec) -> bool:
+    """True when the marker exists, matches the spec and the interpreter is still there."""
+    try:
+        data = json.loads((venv / MARKER_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return data.get("fingerprint") == spec.fingerprint() and (venv / "bin" / "python").exists()
+
+
+def _write_marker(venv: Path, spec: ToolSpec) -> None:
+    data = {"name": spec.name, "version": spec.version, "fingerprint": spec.fingerprint(),
+            "installed_at": time.time()}
+    tmp = venv / f"{MARKER_NAME}.tmp"
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, venv / MARKER_NAME)
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: Path, what: str, timeout_s: float) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path``; wait at most ``timeout_s`` for it."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _acquire(fd, lock_path, what, timeout_s)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _acquire(fd: int, lock_path: Path, what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    announced = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if not announced:
+            holder = lock_path.read_text().strip() or "?"
+            _log(f"waiting for {what} by another process (pid {holder}, lock {lock_path})")
+            announced = True
+        if time.monotonic() >= deadline:
+            raise ToolInstallError(
+                f"gave up after {timeout_s:.0f}s waiting for lock {lock_path} "
+                f"(held by another process doing: {what})")
+        time.sleep(0.5)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    """Last lines of an install log, secrets redacted (pip logs may carry index credentials)."""
+    return tail(path, lines) or "(no log)"
+
+
+def _run_logged(argv: Sequence[str], log: Path, deadline: float, label: str) -> None:
+    """Run ``argv`` appending its output to ``log``; kill its process group at ``deadline``."""
+    with log.open("a") as out:
+        out.write(f"\n$ {' '.join(argv)}\n")
+        out.flush()
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_bounded(proc, deadline, label, log)
+    except BaseException:
+        _kill_group(proc)  # also on Ctrl-C: never leave a pip behind
+        raise
+    if proc.returncode != 0:
+        raise ToolInstallError(
+            f"{label}: exit code {proc.returncode}; log {log}:\n{_tail(log)}")
+
+
+def _wait_bounded(proc: subprocess.Popen[bytes], deadline: float, label: str, log: Path) -> None:
+    """Wait for ``proc``, printing a progress line every 30 s; raise at ``deadline``."""
+    started = time.monotonic()
+    next_note = started + PROGRESS_EVERY_S
+    while proc.poll() is None:
+        now = time.monotonic()
+        if now >= deadline:
+            raise ToolInstallError(
+                f"{label}: timed out after {now - started:.0f}s (PERFSANITY_INSTALL_TIMEOUT bounds "
+                f"the whole install); log {log}:\n{_tail(log)}")
+        if now >= next_note:
+            _log(f"  ... {label}: still running ({now - started:.0f}s)")
+            next_note = now + PROGRESS_EVERY_S
+        time.sleep(0.2)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _create_venv(venv: Path, deadline: float) -> None:
+    """``python -m venv`` with the harness interpreter (its base Python when run from a venv)."""
+    argv = [sys.executable, "-m", "venv", str(venv)]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired as exc:
+        raise ToolInstallError(f"creating venv {venv} timed out") from exc
+    if proc.returncode != 0:
+        raise ToolInstallError(f"creating venv {venv} failed:\n{proc.stdout}{proc.stderr}")
+
+
+def _install(spec: ToolSpec, venv: Path, timeout_s: float) -> None:
+    """Create ``venv`` from scratch, pip-install ``spec``, smoke-test it, then mark it complete."""
+    if venv.exists():
+        _log(f"removing incomplete install {venv}")
+        shutil.rmtree(venv)
+    _log(f"installing {spec.name} {spec.version} into {venv} (first use, {spec.expected_minutes})")
+    started = time.monotonic()
+    deadline = started + timeout_s
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    _create_venv(venv, deadline)
+    log = venv / LOG_NAME
+    python = str(venv / "bin" / "python")
+    for number, step in enumerate(spec.pip_steps, start=1):
+        label = f"pip install {spec.name} (step {number}/{len(spec.pip_steps)})"
+        _log(f"  {label}; log {log}")
+        _run_logged([python, "-m", "pip", "install", "--no-input", *step], log, deadline, label)
+    _run_logged([python, "-c", spec.smoke_code], log, deadline, f"smoke import of {spec.name}")
+    _write_marker(venv, spec)
+    _log(f"installed {spec.name} {spec.version} in {time.monotonic() - started:.0f}s")
+
+
+def _external_env(spec: ToolSpec, python: Path) -> ToolEnv:
+    """ToolEnv for an interpreter named by ``PERFSANITY_<NAME>_PYTHON``; checks it has the dist."""
+    code = f"import importlib.metadata as m; print(m.version({spec.dist!r}))"
+    try:
+        out = subprocess.run([str(python), "-c", code], capture_output=True, text=True,
+                             timeout=60, check=True, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ToolInstallError(
+            f"{override_var(spec.name)}={python}: cannot find {spec.dist} there ({exc})") from exc
+    return ToolEnv(spec.name, python, python.parent, out.stdout.strip())
+
+
+def ensure_tool(name: str) -> ToolEnv:
+    """Return a ready interpreter for tool ``name`` ("dynamo" or "aiperf"), installing on first use."""
+    spec = _spec(name)
+    override = os.environ.get(override_var(name))
+    if override:
+        return _external_env(spec, Path(override).expanduser())
+    venv = venv_dir(spec)
+    if _is_complete(venv, spec):
+        return _env_for(venv, spec)
+    timeout_s = install_timeout()
+    lock = venv.with_name(venv.name + ".lock")
+    # A waiter starts after the installer took the lock; a small margin covers the marker write.
+    with file_lock(lock, f"install of {spec.name} {spec.version} into {venv}", timeout_s + 5):
+        if not _is_complete(venv, spec):  # another process may have finished it meanwhile
+            _install(spec, venv, timeout_s)
+    return _env_for(venv, spec)
+
+
+# --- helpers for running the tools -------------------------------------------------------------
+
+# A ZMQ XSUB/XPUB forwarder for Dynamo's event plane in broker mode (DYN_ZMQ_BROKER_URL). In direct
+# mode Dynamo binds every event publisher on the wildcard address (tcp://0.0.0.0:0, not
+# configurable); in broker mode publishers and subscribers only connect, so nothing but this
+# broker listens, on the host it is given. Both ports are OS-assigned; the first stdout line is
+# the DYN_ZMQ_BROKER_URL value. Needs pyzmq: run it with the dynamo tool's interpreter.
+def zmq_broker_argv(dynamo: ToolEnv, host: str = "127.0.0.1") -> list[str]:
+    """argv of the event-plane broker; its first stdout line is the ``DYN_ZMQ_BROKER_URL``."""
+    from perfsanity.engines import zmq_broker
+
+    return [str(dynamo.python), zmq_broker.__file__, host]
+
+
+def listening_tcp_ports(pid: int) -> list[tuple[str, int]]:
+    """``(host, port)`` of every TCP socket in LISTEN state that process ``pid`` holds (Linux).
+
+    Race-free way to learn OS-assigned ports (``--http-port 0``). Raises ``FileNotFoundError`` if
+    ``pid`` is gone.
+    """
+    if not Path(f"/proc/{pid}").exists():
+        raise FileNotFoundError(f"/proc/{pid}")
+    return listening_sockets(pid, tree=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: ``install NAME...`` or ``python NAME``."""
+    parser = argparse.ArgumentParser(prog="python -m perfsanity.engines.tooling", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    install = sub.add_parser("install", help="install (or verify) tool venvs")
+    install.add_argument("names", nargs="+", choices=sorted(TOOLS))
+    where = sub.add_parser("python", help="print the interpreter path of a tool (installs first)")
+    where.add_argument("name", choices=sorted(TOOLS))
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "install":
+            for tool in args.names:
+                env = ensure_tool(tool)
+                _log(f"{tool} {env.version} ready: {env.python}")
+        else:
+            print(ensure_tool(args.name).python)
+    except PerfsanityError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""TensorRT-LLM backend: ``trtllm-serve`` workers and the ``trtllm-serve disaggregated`` router.
+
+Worker: the role's ``worker_config`` section becomes TensorRT-LLM's LLM-API YAML
+(``engine/extra-llm-api-config.<ROLE>.yml``) and the process is::
+
+    [nsys profile ...] trtllm-llmapi-launch [numactl -m 0,1] \\
+        trtllm-serve <model> --host <host> --port 0 --report_addr <file> --backend pytorch --config <yaml>
+
+Router: ``engine/server_config.yaml`` in TensorRT-LLM's disaggregated format, started with
+``trtllm-serve disaggregated -c <file> -t <start timeout> -r <request timeout>``.
+
+Facts this module relies on (TensorRT-LLM repository):
+
+* ``--config`` is an alias of ``--extra_llm_api_options`` (``tensorrt_llm/commands/serve.py``; added by
+  PR #9104) and is what ``tests/integration/defs/perf/test_perf_sanity.py`` uses. Releases from before
+  that PR only know ``--extra_llm_api_options``.
+* ``trtllm-serve`` refuses ``--port 0`` unless it can publish the bound port: it asserts "Port must be
+  specified if disagg cluster config is not provided" unless ``--report_addr <file>`` is given (current
+  main; test_perf_sanity.py starts its servers with ``--port 0 --report_addr``). ``disaggregated``
+  binds the configured (hostname, port) itself, so port 0 works there without extra flags.
+* ``disaggregated`` takes ``-c/--config_file``, ``-t/--server_start_timeout``, ``-r/--request_timeout``.
+* gen-only benchmark modes (``examples/disaggregated/slurm/benchmark/submit.py``,
+  ``jenkins/scripts/perf/local/submit.py``): ``gen_only_no_context`` sets
+  ``TRTLLM_DISAGG_BENCHMARK_GEN_ONLY=1`` on the workers and the disaggregated server; ``gen_only``
+  sets ``TRTLLM_DISABLE_KV_CACHE_TRANSFER_OVERLAP=1`` on the workers and
+  ``TLLM_BENCHMARK_REQ_QUEUES_SIZE=<concurrency>`` on the generation workers.
+* Profiling env (``tensorrt_llm/_torch/pyexecutor/py_executor.py``): ``TLLM_PROFILE_START_STOP``
+  (iteration range that brackets cudaProfilerStart/Stop) and ``TLLM_TORCH_PROFILE_TRACE`` (PyTorch
+  profiler trace path); submit.py adds ``TLLM_PROFILE_RECORD_GC``, ``TLLM_NVTX_DEBUG`` and
+  ``NSYS_MPI_STORE_TEAMS_PER_RANK`` for nsys runs.
+* NUMA: the slurm scripts run ``trtllm-llmapi-launch numactl -m 0,1 trtllm-serve ...`` when
+  ``numa_bind`` is true ("only allocate memory from nodes on GB200/GB300 NVL72").
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from perfsanity.engines.base import RouterContext, ServerSpec, WorkerContext
+from perfsanity.spec.config import Config, WorkerConfig
+
+#: keys of a worker section that describe the test, not the engine (TensorRT-LLM's
+#: test_perf_sanity.py drops the same keys before writing the LLM-API YAML)
+HARNESS_ONLY_KEYS = frozenset(
+    {
+        "mode",
+        "concurrency",
+        "name",
+        "model_name",
+        "disagg_run_type",
+        "gpus",
+        "gpus_per_node",
+        "match_mode",
+        "client_configs",
+        "backend",  # trtllm-serve --backend, not an LLM-API field
+        "extra_llm_api_config_path",
+        "server_env_var",
+    }
+)
+DEFAULT_SERVE_BACKEND = "pytorch"
+GEN_ONLY_ENV = "TRTLLM_DISAGG_BENCHMARK_GEN_ONLY"
+NUMA_BIND_ARGV = ("numactl", "-m", "0,1")
+#: GPU types whose nodes have the two Grace NUMA nodes ``numactl -m 0,1`` refers to
+NUMA_BIND_GPU_PREFIXES = ("GB",)
+
+ENGINE_DIR = "engine"
+PROFILES_DIR = "profiles"
+
+
+def worker_section(config: Config, kind: str) -> WorkerConfig:
+    """The ``worker_config`` section a worker of ``kind`` (ctx | gen | server) runs with."""
+    section = getattr(config.worker_config, kind, None) if kind in ("ctx", "gen", "server") else None
+    if section is None:
+        raise ValueError(f"{config.name}: no worker_config.{kind} section for a {kind!r} worker")
+    return section
+
+
+def llm_api_options(worker: WorkerConfig) -> dict[str, Any]:
+    """The section's keys as written, minus the harness-only ones (order preserved, ``None`` kept:
+    ``cuda_graph_config: null`` means "no CUDA graphs" to TensorRT-LLM)."""
+    return {k: v for k, v in worker.engine_options().items() if k not in HARNESS_ONLY_KEYS}
+
+
+def render_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, default_flow_style=False, sort_keys=False)
+
+
+def mode_env(config: Config, kind: str) -> dict[str, str]:
+    """Environment of the gen-only benchmark modes for a worker (``ctx``/``gen``) or the ``router``."""
+    mode = config.benchmark.mode
+    if config.kind != "disagg" or mode == "e2e":
+        return {}
+    if mode == "gen_only_no_context":
+        return {GEN_ONLY_ENV: "1"}
+    # gen_only: context servers run, but KV transfer is not overlapped and the generation workers
+    # hold requests until the whole batch has arrived.
+    if kind == "router":
+        return {}
+    env = {"TRTLLM_DISABLE_KV_CACHE_TRANSFER_OVERLAP": "1"}
+    if kind == "gen":
+        # One server lifetime serves one fill target; like TensorRT-LLM's submit.py, the first
+        # concurrency of the list is used.
+        env["TLLM_BENCHMARK_REQ_QUEUES_SIZE"] = str(config.benchmark.concurrency_list[0])
+    return env
+
+
+def profile_range(config: Config) -> str:
+    p = config.profiling
+    return f"{p.profile_start_iter}-{p.profile_stop_iter}"
+
+
+def profiling(config: Config, role: str, job_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """(argv prefix, env) for ``profiling.nsys_on`` / ``profiling.torch_profiler``.
+
+    nsys writes one report per MPI rank: ``%q{SLURM_PROCID}`` is expanded by nsys itself.
+    """
+    p = config.profiling
+    prefix: list[str] = []
+    env: dict[str, str] = {}
+    if p.nsys_on:
+        out = job_dir / PROFILES_DIR / f"{role}.%q{{SLURM_PROCID}}"
+        prefix = ["nsys", "profile", "-o", str(out), "-f", "true", *shlex.split(p.nsys_args)]
+        env.update(
+            TLLM_PROFILE_START_STOP=profile_range(config),
+            TLLM_PROFILE_RECORD_GC="1",
+            TLLM_NVTX_DEBUG="1",
+            NSYS_MPI_STORE_TEAMS_PER_RANK="1",
+        )
+    if p.torch_profiler:
+        env["TLLM_PROFILE_START_STOP"] = profile_range(config)
+        env["TLLM_TORCH_PROFILE_TRACE"] = str(job_dir / PROFILES_DIR / f"{role}.torch_trace.json")
+    return prefix, env
+
+
+def numa_bind(config: Config) -> list[str]:
+    """``numactl -m 0,1`` when ``slurm.numa_bind`` is set, unless the GPU type is known not to be a
+    Grace system (the binding names Grace's NUMA nodes 0 and 1)."""
+    if not config.slurm.numa_bind:
+        return []
+    gpu = (config.hardware.gpu_type or "").upper()
+    if gpu and not gpu.startswith(NUMA_BIND_GPU_PREFIXES):
+        return []
+    return list(NUMA_BIND_ARGV)
+
+
+class TrtllmBackend:
+    name = "trtllm"
+    tools: tuple[str, ...] = ()
+
+    def worker(self, ctx: WorkerContext) -> ServerSpec:
+        config, placement = ctx.config, ctx.placement
+        role, kind = placement.role, placement.kind
+        section = worker_section(config, kind)
+        config_rel = f"{ENGINE_DIR}/extra-llm-api-config.{role}.yml"
+        addr_file = ctx.job_dir / ENGINE_DIR / f"{role}.addr"
+        serve_backend = str(section.engine_options().get("backend", DEFAULT_SERVE_BACKEND))
+
+        prefix, env = profiling(config, role, ctx.job_dir)
+        env = {**mode_env(config, kind), **env}
+        argv = [
+            *prefix,
+            "trtllm-llmapi-launch",
+            *numa_bind(config),
+            "trtllm-serve",
+            ctx.model_path,
+            "--host",
+            ctx.host,
+            "--port",
+            "0",
+            "--report_addr",
+            str(addr_file),
+            "--backend",
+            serve_backend,
+            "--config",
+            str(ctx.job_dir / config_rel),
+        ]
+        return ServerSpec(
+            argv=tuple(argv),
+            env=env,
+            files={config_rel: render_yaml(llm_api_options(section))},
+            port=0,
+            health_path="/health",
+        )
+
+    def router(self, ctx: RouterContext) -> ServerSpec:
+        config = ctx.config
+        if config.kind != "disagg":
+            raise ValueError(f"{config.name}: an aggregated config has no disaggregated router")
+        if not ctx.gen:
+            raise ValueError(f"{config.name}: the router needs at least one generation server address")
+        if not ctx.ctx and config.benchmark.mode != "gen_only_no_context":
+            raise ValueError(f"{config.name}: the router needs context server addresses in mode "
+                             f"{config.benchmark.mode!r}")
+        server_config = {
+            "hostname": ctx.host,
+            "port": 0,
+            "backend": DEFAULT_SERVE_BACKEND,
+            "context_servers": {"num_instances": len(ctx.ctx), "urls": [str(a) for a in ctx.ctx]},
+            "generation_servers": {"num_instances": len(ctx.gen), "urls": [str(a) for a in ctx.gen]},
+        }
+        config_rel = f"{ENGINE_DIR}/server_config.yaml"
+        argv = (
+            "trtllm-serve",
+            "disaggregated",
+            "-c",
+            str(ctx.job_dir / config_rel),
+            "-t",
+            str(config.timeouts.server_ready),
+            "-r",
+            str(math.ceil(config.benchmark.request_timeout_s)),
+        )
+        return ServerSpec(
+            argv=argv,
+            env=mode_env(config, "router"),
+            files={config_rel: render_yaml(server_config)},
+            port=0,
+            health_path="/health",
+        )
+
+
+BACKEND = TrtllmBackend()

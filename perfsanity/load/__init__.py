@@ -1,0 +1,30 @@
+"""Benchmark clients (load generators): one module each behind :class:`perfsanity.load.base.BenchmarkClient`.
+
+Adding a client = one new module with a module-level ``CLIENT`` + one line in ``_REGISTRY`` (and the
+name in ``perfsanity.spec.config.Client``).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from perfsanity.load.base import BenchmarkClient
+
+_REGISTRY = {
+    "aiperf": "perfsanity.load.aiperf",
+    "sglang-bench-serving": "perfsanity.load.sglang_bench",
+    "trtllm-benchmark-serving": "perfsanity.load.trtllm_bench",
+}
+
+
+def get_client(name: str) -> BenchmarkClient:
+    """The client object for ``benchmark.client``."""
+    try:
+        module = importlib.import_module(_REGISTRY[name])
+    except KeyError:
+        raise ValueError(f"unknown client {name!r}; known: {', '.join(_REGISTRY)}") from None
+    return module.CLIENT
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)

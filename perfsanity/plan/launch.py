@@ -1,0 +1,216 @@
+"""launch.sh = script prefix (``#SBATCH`` lines + exports) + role plan + ``srunArgs`` + draft logic.
+
+Pure text rendering, golden-tested. Every value that comes from YAML, the command line or the
+environment goes through :func:`shlex.quote` before it reaches bash, so a config value can never run
+a command (``$(touch X)``, backticks, quotes and newlines stay inert data).
+
+Two front ends share this module:
+
+* L0 mode (TensorRT-LLM's Jenkins flow): the script prefix and the srun-args come from files
+  Jenkins writes; see :func:`render_launch_sh` with ``prefix_text``/``srun_args``.
+* Direct mode: :func:`render_prefix` and :func:`default_srun_args` build them from the config.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from perfsanity.common.errors import ConfigError
+from perfsanity.engines import MPI_RANK_PER_GPU
+from perfsanity.spec.config import Config
+from perfsanity.spec.topology import Topology
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DRAFT_LAUNCH = REPO_ROOT / "jenkins/scripts/perf/disaggregated/slurm_launch_draft.sh"
+RUN_SH = REPO_ROOT / "jenkins/scripts/slurm_run.sh"
+INSTALL_SH = REPO_ROOT / "jenkins/scripts/slurm_install.sh"
+
+# Variables the role steps need inside a container (pyxis passes only those named).
+CONTAINER_ENV = (
+    "DISAGG_SERVING_TYPE",
+    "PERFSANITY_JOB_DIR",
+    "PERFSANITY_REPO",
+    "PERFSANITY_TEST_ID",
+    "PERFSANITY_HOME",
+)
+_SBATCH_SAFE = re.compile(r"^[A-Za-z0-9._,:@+=/%-]+\Z")  # \Z: "$" would accept a trailing newline
+
+
+@dataclass(frozen=True)
+class LaunchPaths:
+    """Absolute paths baked into launch.sh."""
+
+    repo: Path  # the perfsanity checkout the roles run from (L0: --llm-src)
+    job_dir: Path  # where everything of this job is written
+    config: Path  # the test config YAML
+    run_sh: Path = RUN_SH
+    install_sh: Path = INSTALL_SH
+
+
+def q(value: object) -> str:
+    """Quote one value for bash."""
+    return shlex.quote(str(value))
+
+
+def _sbatch_value(config: Config, key: str, value: str) -> str:
+    if not _SBATCH_SAFE.match(value):
+        raise ConfigError(
+            config.source,
+            f"slurm.{key}",
+            f"bad value {value!r}: #SBATCH values may only use letters, digits and ._,:@+=/%-",
+        )
+    return value
+
+
+def render_prefix(config: Config, topology: Topology, job_dir: Path) -> str:
+    """Direct mode's script prefix: shebang and ``#SBATCH`` lines from the config."""
+    s = config.slurm
+    lines = ["#!/bin/bash", f"#SBATCH --nodes={topology.total_nodes}", "#SBATCH --ntasks-per-node=1"]
+    lines.append(f"#SBATCH --job-name={_sbatch_value(config, 'job_name', s.job_name)}")
+    lines.append(f"#SBATCH --time={_sbatch_value(config, 'job_time', s.job_time)}")
+    if s.partition:
+        lines.append(f"#SBATCH --partition={_sbatch_value(config, 'partition', s.partition)}")
+    if s.account:
+        lines.append(f"#SBATCH --account={_sbatch_value(config, 'account', s.account)}")
+    if topology.total_gpus:
+        lines.append(f"#SBATCH --gres=gpu:{topology.gpus_per_node}")
+    out = str(job_dir / "slurm-%j.out")
+    if not _SBATCH_SAFE.match(out):
+        raise ConfigError(None, "--out", f"bad job directory {str(job_dir)!r}: it lands in an #SBATCH line, so it "
+                          "may only use letters, digits and ._,:@+=/%-")
+    lines.append(f"#SBATCH --output={out}")
+    for arg in s.extra_args_list:
+        lines.append(f"#SBATCH {_sbatch_value(config, 'extra_args', arg)}")
+    return "\n".join(lines) + "\n"
+
+
+def default_srun_args(config: Config, repo: Path) -> list[str]:
+    """Direct mode's srun args: container flags only when a container is configured."""
+    args: list[str] = []
+    if config.container_image:
+        args.append(f"--container-image={config.container_image}")
+        if config.container_mounts:
+            args.append(f"--container-mounts={config.container_mounts}")
+        args.append(f"--container-workdir={repo}")
+        args.append("--no-container-mount-home")
+    return args
+
+
+def read_srun_args_file(path: Path) -> list[str]:
+    """L0 srun-args file: one argument per line (blank lines and ``#`` comments skipped)."""
+    out: list[str] = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            out.append(line)
+    return out
+
+
+def has_container_args(srun_args: Sequence[str]) -> bool:
+    return any(a.startswith("--container-image") for a in srun_args)
+
+
+def job_exports(
+    config: Config,
+    topology: Topology,
+    paths: LaunchPaths,
+    test_id: str,
+    extra: dict[str, object] | None = None,
+) -> dict[str, str]:
+    """The job's environment as launch.sh exports it (the local launcher uses the same values)."""
+    gens, ctxs = topology.of_kind("gen"), topology.of_kind("ctx")
+    servers = topology.of_kind("server")
+
+    def first(ps: tuple, attr: str) -> int:
+        return getattr(ps[0], attr) if ps else 0
+
+    exports: dict[str, object] = {
+        "PERFSANITY_REPO": paths.repo,
+        "PERFSANITY_JOB_DIR": paths.job_dir,
+        "PERFSANITY_CONFIG": paths.config,
+        "PERFSANITY_TEST_ID": test_id,
+        "PERFSANITY_RUN_SH": paths.run_sh,
+        "PERFSANITY_INSTALL_SH": paths.install_sh,
+        "PERFSANITY_TIMEOUT": config.slurm.timeout,
+        "PERFSANITY_SHUTDOWN_TIMEOUT": config.timeouts.shutdown,
+        "PERFSANITY_INSTALL_TIMEOUT": config.timeouts.install,
+        "PERFSANITY_SRUN_MPI": config.slurm.mpi or "",
+        "numCtxServers": len(ctxs),
+        "numGenServers": len(gens),
+        "numServers": len(servers),
+        "gpusPerNode": topology.gpus_per_node,
+        "totalNodes": topology.total_nodes,
+        "totalGpus": topology.total_gpus,
+        "ctxGpusPerServer": first(ctxs, "gpus"),
+        "genGpusPerServer": first(gens, "gpus"),
+        "ctxNodesPerServer": first(ctxs, "num_nodes"),
+        "genNodesPerServer": first(gens, "num_nodes"),
+        "pytestCommand": f"pytest perf/test_perf_sanity.py::test_e2e[{test_id}]",
+        **(extra or {}),
+    }
+    return {k: str(v) for k, v in exports.items()}
+
+
+def render_exports(
+    config: Config,
+    topology: Topology,
+    paths: LaunchPaths,
+    test_id: str,
+    extra: dict[str, object] | None = None,
+) -> str:
+    """Exports and the role plan (bash arrays indexed alike) that the draft logic reads."""
+    per_gpu = MPI_RANK_PER_GPU.get(config.metadata.backend, False)
+    exports = job_exports(config, topology, paths, test_id, extra)
+    lines = ["# --- generated by perfsanity: job settings and role plan ---"]
+    lines += [f"export {k}={q(v)}" for k, v in exports.items()]
+    roles = topology.roles
+
+    def arr(name: str, values: list[object]) -> str:
+        return f"{name}=(" + " ".join(q(v) for v in values) + ")"
+
+    lines.append(arr("roleNames", [p.role for p in roles]))
+    lines.append(arr("roleNodes", [" ".join(str(n) for n in p.nodes) for p in roles]))
+    lines.append(arr("roleTasks", [p.tasks(per_gpu) for p in roles]))
+    lines.append(arr("roleGpus", [p.gpus for p in roles]))
+    lines.append(arr("roleOverlap", [1 if p.shares_node else 0 for p in roles]))
+    lines.append(arr("roleIsWorker", [1 if p.kind in ("gen", "ctx", "server") else 0 for p in roles]))
+    return "\n".join(lines) + "\n"
+
+
+def render_srun_args(srun_args: Sequence[str]) -> str:
+    args = list(srun_args)
+    if has_container_args(args):
+        args.append("--container-env=" + ",".join(CONTAINER_ENV))
+    # always single-quoted: shlex.quote leaves "a,b" bare, which shellcheck flags (SC2054)
+    body = "".join(f"    '{a}'\n" if "'" not in a else f"    {q(a)}\n" for a in args)
+    return f"srunArgs=(\n{body})\n"
+
+
+def render_launch_sh(
+    config: Config,
+    topology: Topology,
+    paths: LaunchPaths,
+    *,
+    prefix_text: str,
+    srun_args: Sequence[str],
+    draft_text: str,
+    test_id: str,
+    extra_exports: dict[str, object] | None = None,
+) -> str:
+    """The whole launch.sh."""
+    prefix = prefix_text if prefix_text.endswith("\n") else prefix_text + "\n"
+    if not prefix.startswith("#!"):
+        prefix = "#!/bin/bash\n" + prefix
+    return (
+        prefix
+        + "\n"
+        + render_exports(config, topology, paths, test_id, extra_exports)
+        + "\n"
+        + render_srun_args(srun_args)
+        + "\n"
+        + draft_text
+    )

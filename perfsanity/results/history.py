@@ -1,0 +1,790 @@
+"""Perf history: one record per (run, concurrency), in SQLite (default) or PostgreSQL, via SQLAlchemy 2.
+
+The store is safe for several processes writing at once:
+
+* SQLite: WAL journal, a busy timeout, every transaction taken with ``BEGIN IMMEDIATE`` (so two writers
+  never both hold a read lock and then deadlock on the upgrade), and a bounded retry with jitter on
+  "database is locked".
+* PostgreSQL: plain READ COMMITTED inserts; the schema is created under a transaction-scoped advisory
+  lock; serialization failures and deadlocks are retried.
+
+The schema is created on first use; doing that concurrently from many processes is safe.
+
+A job directory carries the match keys in ``job_meta.json`` (see :class:`JobMeta`), because
+``results.json`` (:class:`~perfsanity.load.results_json.RunResult`) only knows config name, backend, mode and GPUs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.pool import StaticPool
+
+from perfsanity.common.errors import ConfigError, PerfsanityError
+from perfsanity.load.results_json import RunResult, flatten
+
+SCHEMA_VERSION = 1
+ENV_HISTORY = "PERFSANITY_HISTORY"
+DEFAULT_HISTORY_PATH = Path("~/.cache/perfsanity/history.sqlite")
+JOB_META_FILE = "job_meta.json"
+
+# Metrics that also get a typed column (handy for SQL dashboards); every metric is in ``metrics`` JSON.
+TYPED_METRICS = (
+    "output_token_throughput",
+    "total_token_throughput",
+    "ttft_median",
+    "ttft_p99",
+    "tpot_median",
+    "itl_median",
+)
+
+_LOCK_BUDGET_S = 120.0  # total time a write keeps retrying "database is locked"
+_BUSY_TIMEOUT_S = 30.0  # sqlite3 busy handler per statement
+_PG_SCHEMA_LOCK_KEY = 0x7065_7266  # arbitrary constant: advisory lock id for schema creation
+_RETRY_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+
+
+# --------------------------------------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True, kw_only=True)
+class MatchKeys:
+    """What must be equal for two measurements to be comparable (one history series per value)."""
+
+    config_name: str
+    model: str
+    precision: str
+    gpu_type: str
+    backend: str
+    mode: str  # e2e / gen_only / ctx_only / aggregated …
+    num_ctx_servers: int
+    num_gen_servers: int
+    ctx_tp: int
+    ctx_pp: int
+    ctx_ep: int
+    ctx_attention_dp: bool
+    gen_tp: int
+    gen_pp: int
+    gen_ep: int
+    gen_attention_dp: bool
+    isl: int
+    osl: int
+    concurrency: int
+    total_gpus: int
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "str":
+                if not isinstance(value, str):
+                    raise ConfigError(None, f"keys.{f.name}", f"must be a string, got {value!r}")
+            elif f.type == "bool":
+                if not isinstance(value, bool):
+                    raise ConfigError(None, f"keys.{f.name}", f"must be true/false, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(None, f"keys.{f.name}", f"must be an integer >= 0, got {value!r}")
+
+    def with_concurrency(self, concurrency: int) -> MatchKeys:
+        return dataclasses.replace(self, concurrency=concurrency)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, file: str | None = None) -> MatchKeys:
+        """Build from a mapping; unknown or missing keys are a :class:`ConfigError`."""
+        names = set(cls.field_names())
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(file, "keys", f"unknown key(s) {unknown}; allowed: {sorted(names)}")
+        missing = sorted(names - set(data))
+        if missing:
+            raise ConfigError(file, "keys", f"missing key(s) {missing}")
+        try:
+            return cls(**dict(data))
+        except ConfigError as exc:
+            raise ConfigError(file, exc.key_path, exc.message) from None
+
+
+def _keys_filter(keys: MatchKeys | Mapping[str, Any] | None) -> dict[str, Any]:
+    if keys is None:
+        return {}
+    if isinstance(keys, MatchKeys):
+        return keys.as_dict()
+    allowed = set(MatchKeys.field_names())
+    unknown = sorted(set(keys) - allowed)
+    if unknown:
+        raise ConfigError(None, "keys", f"unknown match key(s) {unknown}; allowed: {sorted(allowed)}")
+    return dict(keys)
+
+
+# --------------------------------------------------------------------------------------------- meta
+
+
+def strip_url_secrets(url: str) -> str:
+    """``https://user:token@host/x`` → ``https://host/x`` (build URLs end up in reports and uploads)."""
+    if not url or "@" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def utc(ts: datetime) -> datetime:
+    """Aware datetime in UTC; naive input is an error (we never guess a timezone)."""
+    if ts.tzinfo is None or ts.tzinfo.utcoffset(ts) is None:
+        raise ConfigError(None, "timestamp", f"must be timezone-aware, got naive {ts.isoformat()}")
+    return ts.astimezone(UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunMeta:
+    """Where a run comes from. ``timestamp`` defaults to now (UTC)."""
+
+    commit: str = ""
+    branch: str = ""
+    build_url: str = ""
+    job_id: str = ""
+    timestamp: datetime | None = None
+    post_merge: bool = False
+    valid: bool = True
+    invalid_reason: str = ""
+
+    def resolved_timestamp(self) -> datetime:
+        return utc(self.timestamp) if self.timestamp is not None else datetime.now(UTC)
+
+
+class _KeysModel(BaseModel):
+    """Match keys as found in ``job_meta.json`` (concurrency comes from each result)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    config_name: str
+    model: str
+    precision: str
+    gpu_type: str
+    backend: str
+    mode: str
+    num_ctx_servers: int
+    num_gen_servers: int
+    ctx_tp: int
+    ctx_pp: int
+    ctx_ep: int
+    ctx_attention_dp: bool
+    gen_tp: int
+    gen_pp: int
+    gen_ep: int
+    gen_attention_dp: bool
+    isl: int
+    osl: int
+    total_gpus: int
+
+
+class JobMeta(BaseModel):
+    """``JOB_DIR/job_meta.json``: match keys + provenance of a job, written by the launcher.
+
+    ``gate`` is the test config's optional ``gate:`` section, copied verbatim (validated by
+    :class:`perfsanity.results.gate.GateConfig`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keys: _KeysModel
+    commit: str = ""
+    branch: str = ""
+    build_url: str = ""
+    job_id: str = ""
+    timestamp: datetime | None = None
+    gate: dict[str, Any] | None = None
+
+    def match_keys(self, concurrency: int) -> MatchKeys:
+        return MatchKeys(**self.keys.model_dump(), concurrency=concurrency)
+
+    def run_meta(self, *, post_merge: bool) -> RunMeta:
+        return RunMeta(
+            commit=self.commit,
+            branch=self.branch,
+            build_url=self.build_url,
+            job_id=self.job_id,
+            timestamp=self.timestamp,
+            post_merge=post_merge,
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> JobMeta:
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(str(path), "", "file not found") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(str(path), "", f"not readable JSON: {exc}") from None
+        try:
+            meta = cls.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(str(path), loc, f"{err['msg']} (got {err.get('input')!r})") from None
+        if meta.timestamp is not None and meta.timestamp.tzinfo is None:
+            raise ConfigError(str(path), "timestamp", "must carry a timezone, e.g. 2025-01-31T02:00:00Z")
+        return meta
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.model_dump_json(indent=2) + "\n")
+        tmp.replace(path)
+
+
+# ------------------------------------------------------------------------------------------- schema
+
+
+class _UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC (naive on SQLite, timestamptz on PostgreSQL); always returns aware UTC datetimes."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        value = utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class _Base(DeclarativeBase):
+    metadata = MetaData()
+
+
+class _Record(_Base):
+    __tablename__ = "perf_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_uid: Mapped[str] = mapped_column(String(36), index=True)
+    # match keys
+    config_name: Mapped[str] = mapped_column(String(255))
+    model: Mapped[str] = mapped_column(String(255))
+    precision: Mapped[str] = mapped_column(String(64))
+    gpu_type: Mapped[str] = mapped_column(String(64))
+    backend: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(64))
+    num_ctx_servers: Mapped[int] = mapped_column(Integer)
+    num_gen_servers: Mapped[int] = mapped_column(Integer)
+    ctx_tp: Mapped[int] = mapped_column(Integer)
+    ctx_pp: Mapped[int] = mapped_column(Integer)
+    ctx_ep: Mapped[int] = mapped_column(Integer)
+    ctx_attention_dp: Mapped[bool] = mapped_column(Boolean)
+    gen_tp: Mapped[int] = mapped_column(Integer)
+    gen_pp: Mapped[int] = mapped_column(Integer)
+    gen_ep: Mapped[int] = mapped_column(Integer)
+    gen_attention_dp: Mapped[bool] = mapped_column(Boolean)
+    isl: Mapped[int] = mapped_column(Integer)
+    osl: Mapped[int] = mapped_column(Integer)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    total_gpus: Mapped[int] = mapped_column(Integer)
+    # provenance
+    commit: Mapped[str] = mapped_column(String(64), default="")
+    branch: Mapped[str] = mapped_column(String(255), default="")
+    build_url: Mapped[str] = mapped_column(Text, default="")
+    job_id: Mapped[str] = mapped_column(String(255), default="")
+    ts: Mapped[datetime] = mapped_column(_UTCDateTime())
+    post_merge: Mapped[bool] = mapped_column(Boolean)
+    # measurements
+    metrics: Mapped[dict[str, float]] = mapped_column(JSON)
+    m_output_token_throughput: Mapped[float | None] = mapped_column(Float, nullable=True)
+    m_total_token_throughput: Mapped[float | None] = mapped_column(Float, nullable=True)
+    m_ttft_median: Mapped[float | None] = mapped_column(Float, nullable=True)
+    m_ttft_p99: Mapped[float | None] = mapped_column(Float, nullable=True)
+    m_tpot_median: Mapped[float | None] = mapped_column(Float, nullable=True)
+    m_itl_median: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # validity and gate outcome
+    valid: Mapped[bool] = mapped_column(Boolean, default=True)
+    invalid_reason: Mapped[str] = mapped_column(Text, default="")
+    gate_verdicts: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    is_regression: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (Index("ix_perf_records_config_conc_ts", "config_name", "concurrency", "ts"),)
+
+
+class _Meta(_Base):
+    __tablename__ = "perfsanity_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    """One stored measurement (one run at one concurrency)."""
+
+    id: int
+    run_uid: str
+    keys: MatchKeys
+    commit: str
+    branch: str
+    build_url: str
+    job_id: str
+    timestamp: datetime
+    post_merge: bool
+    metrics: Mapping[str, float]
+    valid: bool
+    invalid_reason: str
+    gate_verdicts: Mapping[str, str] = field(default_factory=dict)
+    is_regression: bool = False
+
+    def metric(self, name: str) -> float | None:
+        return self.metrics.get(name)
+
+
+def _to_record(row: _Record) -> HistoryRecord:
+    keys = MatchKeys(**{name: getattr(row, name) for name in MatchKeys.field_names()})
+    return HistoryRecord(
+        id=row.id,
+        run_uid=row.run_uid,
+        keys=keys,
+        commit=row.commit,
+        branch=row.branch,
+        build_url=row.build_url,
+        job_id=row.job_id,
+        timestamp=row.ts,
+        post_merge=bool(row.post_merge),
+        metrics={k: float(v) for k, v in (row.metrics or {}).items()},
+        valid=bool(row.valid),
+        invalid_reason=row.invalid_reason or "",
+        gate_verdicts=dict(row.gate_verdicts or {}),
+        is_regression=bool(row.is_regression),
+    )
+
+
+# -------------------------------------------------------------------------------------------- store
+
+
+def default_history_url() -> str:
+    """``$PERFSANITY_HISTORY`` (a path or a SQLAlchemy URL), else ``~/.cache/perfsanity/history.sqlite``."""
+    return os.environ.get(ENV_HISTORY) or str(DEFAULT_HISTORY_PATH.expanduser())
+
+
+def _normalize_url(url: str | Path) -> str:
+    text_url = str(url).strip()
+    if not text_url:
+        raise ConfigError(None, "history", "empty history location")
+    if "://" in text_url:
+        return text_url
+    path = Path(text_url).expanduser().resolve()
+    return f"sqlite:///{path}"
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password hidden (safe to print or put in artifacts)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+def _is_sqlite_locked(exc: BaseException) -> bool:
+    msg = str(getattr(exc, "orig", exc)).lower()
+    return "database is locked" in msg or "database is busy" in msg or "database table is locked" in msg
+
+
+class HistoryStore:
+    """Perf history in SQLite (path or ``sqlite:///…``) or PostgreSQL (``postgresql+psycopg://…``)."""
+
+    def __init__(self, url: str | Path | None = None, *, lock_budget_s: float = _LOCK_BUDGET_S) -> None:
+        self.url = _normalize_url(url if url is not None else default_history_url())
+        self.masked_url = mask_url(self.url)
+        self._lock_budget_s = lock_budget_s
+        try:
+            sa_url = make_url(self.url)
+        except ArgumentError:
+            raise ConfigError(None, "history", f"not a database URL or path: {self.masked_url}") from None
+        backend = sa_url.get_backend_name()
+        if backend not in ("sqlite", "postgresql"):
+            raise ConfigError(
+                None, "history", f"unsupported database {backend!r} in {self.masked_url}; use a SQLite path "
+                "or postgresql+psycopg://user@host/db"
+            )
+        self.dialect = backend
+        try:
+            if backend == "sqlite":
+                self._engine = self._sqlite_engine(sa_url)
+            else:
+                self._engine = create_engine(sa_url, pool_pre_ping=True)
+        except (NoSuchModuleError, ImportError) as exc:
+            raise PerfsanityError(f"history {self.masked_url}: database driver missing ({exc})") from None
+        self._schema_ready = False
+
+    # ---- engine setup
+
+    def _sqlite_engine(self, sa_url: Any) -> Engine:
+        database = sa_url.database
+        if database and database != ":memory:":
+            path = Path(database)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(None, "history", f"cannot create directory {path.parent}: {exc}") from None
+            engine = create_engine(sa_url, connect_args={"timeout": _BUSY_TIMEOUT_S})
+        else:
+            engine = create_engine(
+                sa_url, connect_args={"check_same_thread": False}, poolclass=StaticPool
+            )
+        memory = not database or database == ":memory:"
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
+            cur = dbapi_conn.cursor()
+            try:
+                cur.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+                if not memory:
+                    deadline = time.monotonic() + self._lock_budget_s
+                    while True:
+                        try:
+                            cur.execute("PRAGMA journal_mode = WAL")
+                            break
+                        except Exception as exc:  # sqlite3.OperationalError
+                            if not _is_sqlite_locked(exc) or time.monotonic() > deadline:
+                                raise
+                            time.sleep(random.uniform(0.01, 0.1))
+                    cur.execute("PRAGMA synchronous = NORMAL")
+            finally:
+                cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    # ---- plumbing
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _retrying(self, what: str, fn: Any) -> Any:
+        deadline = time.monotonic() + self._lock_budget_s
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except DBAPIError as exc:
+                retry = False
+                if self.dialect == "sqlite":
+                    retry = _is_sqlite_locked(exc)
+                else:
+                    retry = getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
+                if retry and time.monotonic() < deadline:
+                    attempt += 1
+                    time.sleep(min(0.02 * (2 ** min(attempt, 6)), 1.0) * random.uniform(0.5, 1.5))
+                    continue
+                lines = str(getattr(exc, "orig", exc)).strip().splitlines()
+                detail = lines[0] if lines else type(exc).__name__
+                raise PerfsanityError(f"history {self.masked_url}: {what} failed: {detail}") from None
+
+    def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+
+        def create() -> None:
+            with self._engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK_KEY})
+                _Base.metadata.create_all(conn, checkfirst=True)
+                row = conn.execute(select(_Meta.value).where(_Meta.key == "schema_version")).first()
+                if row is None:
+                    conn.execute(_Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise PerfsanityError(
+                        f"history {self.masked_url} has schema version {row[0]}, newer than this perfsanity "
+                        f"understands ({SCHEMA_VERSION}); upgrade perfsanity"
+                    )
+
+        self._retrying("creating the schema", create)
+        self._schema_ready = True
+
+    # ---- API
+
+    def add_run(
+        self,
+        keys: MatchKeys | Mapping[int, MatchKeys],
+        run: RunResult,
+        meta: RunMeta | None = None,
+    ) -> list[int]:
+        """Store every concurrency of ``run``; returns the new record ids in ``run.results`` order.
+
+        ``keys`` is either common keys (their ``concurrency`` is replaced by each result's) or a mapping
+        concurrency → keys. A run whose status is ``failed``, or a concurrency with no completed
+        request, is stored as invalid (it never feeds a baseline).
+        """
+        meta = meta or RunMeta()
+        ts = meta.resolved_timestamp()
+        run_uid = str(uuid.uuid4())
+        rows: list[_Record] = []
+        for res in run.results:
+            if isinstance(keys, MatchKeys):
+                k = keys.with_concurrency(res.concurrency)
+            else:
+                if res.concurrency not in keys:
+                    raise ConfigError(None, "keys", f"no match keys for concurrency {res.concurrency}")
+                k = keys[res.concurrency]
+                if k.concurrency != res.concurrency:
+                    raise ConfigError(
+                        None, f"keys[{res.concurrency}].concurrency", f"is {k.concurrency}, result says "
+                        f"{res.concurrency}"
+                    )
+            for name in ("config_name", "backend", "mode", "total_gpus"):
+                if getattr(k, name) != getattr(run, name):
+                    raise ConfigError(
+                        None, f"keys.{name}", f"{getattr(k, name)!r} does not match the run's "
+                        f"{getattr(run, name)!r}"
+                    )
+            metrics = {m: v for m, v in flatten(res).items() if math.isfinite(v)}
+            valid, reason = meta.valid, meta.invalid_reason
+            if valid and run.status == "failed":
+                valid, reason = False, "run failed: " + "; ".join(run.failures)[:500]
+            if valid and res.completed == 0:
+                valid, reason = False, "no completed requests"
+            rows.append(
+                _Record(
+                    run_uid=run_uid,
+                    **k.as_dict(),
+                    commit=meta.commit,
+                    branch=meta.branch,
+                    build_url=strip_url_secrets(meta.build_url),
+                    job_id=meta.job_id,
+                    ts=ts,
+                    post_merge=meta.post_merge,
+                    metrics=metrics,
+                    **{f"m_{m}": metrics.get(m) for m in TYPED_METRICS},
+                    valid=valid,
+                    invalid_reason=reason if not valid else "",
+                    is_regression=False,
+                )
+            )
+        if not rows:
+            return []
+        self._ensure_schema()
+
+        def insert() -> list[int]:
+            fresh = [_clone_row(r) for r in rows]  # a failed attempt leaves the originals dirty
+            with Session(self._engine) as session, session.begin():
+                session.add_all(fresh)
+                session.flush()
+                return [r.id for r in fresh]
+
+        return self._retrying("adding records", insert)
+
+    def query(
+        self,
+        keys: MatchKeys | Mapping[str, Any] | None = None,
+        *,
+        since: datetime | timedelta | None = None,
+        until: datetime | None = None,
+        valid_only: bool = True,
+        post_merge_only: bool = False,
+        branch: str | None = None,
+        limit: int | None = None,
+    ) -> list[HistoryRecord]:
+        """Records matching ``keys`` (all :class:`MatchKeys` fields, or a partial mapping such as
+        ``{"config_name": "x"}``), oldest first. ``since`` is inclusive, ``until`` exclusive."""
+        filters = _keys_filter(keys)
+        stmt = select(_Record)
+        for name, value in filters.items():
+            stmt = stmt.where(getattr(_Record, name) == value)
+        if isinstance(since, timedelta):
+            since = datetime.now(UTC) - since
+        if since is not None:
+            stmt = stmt.where(_Record.ts >= utc(since))
+        if until is not None:
+            stmt = stmt.where(_Record.ts < utc(until))
+        if valid_only:
+            stmt = stmt.where(_Record.valid.is_(True))
+        if post_merge_only:
+            stmt = stmt.where(_Record.post_merge.is_(True))
+        if branch is not None:
+            stmt = stmt.where(_Record.branch == branch)
+        if limit is not None:
+            # newest ``limit`` records, still returned oldest first
+            stmt = stmt.order_by(_Record.ts.desc(), _Record.id.desc()).limit(limit)
+        else:
+            stmt = stmt.order_by(_Record.ts, _Record.id)
+        self._ensure_schema()
+
+        def run() -> list[HistoryRecord]:
+            with Session(self._engine) as session, session.begin():
+                return [_to_record(r) for r in session.scalars(stmt)]
+
+        records = self._retrying("querying", run)
+        if limit is not None:
+            records.reverse()
+        return records
+
+    def series(
+        self,
+        keys: MatchKeys,
+        metric: str,
+        *,
+        since: datetime | timedelta | None = None,
+        until: datetime | None = None,
+        post_merge_only: bool = True,
+    ) -> list[tuple[datetime, float]]:
+        """``(timestamp, value)`` of ``metric`` over valid records with exactly these keys."""
+        out = []
+        for rec in self.query(keys, since=since, until=until, post_merge_only=post_merge_only):
+            value = rec.metrics.get(metric)
+            if value is not None:
+                out.append((rec.timestamp, value))
+        return out
+
+    def get(self, record_id: int) -> HistoryRecord:
+        self._ensure_schema()
+
+        def run() -> HistoryRecord | None:
+            with Session(self._engine) as session, session.begin():
+                row = session.get(_Record, record_id)
+                return _to_record(row) if row is not None else None
+
+        rec = self._retrying("reading a record", run)
+        if rec is None:
+            raise PerfsanityError(f"history {self.masked_url}: no record with id {record_id}")
+        return rec
+
+    def mark_invalid(self, record_id: int, reason: str) -> None:
+        """Exclude a record from baselines (e.g. a known-bad node); the record is kept."""
+        if not reason.strip():
+            raise ConfigError(None, "reason", "give a reason for invalidating a record")
+        self._update(record_id, valid=False, invalid_reason=reason.strip())
+
+    def mark_valid(self, record_id: int) -> None:
+        self._update(record_id, valid=True, invalid_reason="")
+
+    def set_gate_verdicts(self, record_id: int, verdicts: Mapping[str, str]) -> None:
+        """Remember the gate's verdict per metric for this record (WARN/FAIL marks it a regression)."""
+        self._update(
+            record_id,
+            gate_verdicts=dict(verdicts),
+            is_regression=any(v in ("WARN", "FAIL") for v in verdicts.values()),
+        )
+
+    def _update(self, record_id: int, **values: Any) -> None:
+        self._ensure_schema()
+
+        def run() -> int:
+            with self._engine.begin() as conn:
+                result = conn.execute(update(_Record).where(_Record.id == record_id).values(**values))
+                return result.rowcount
+
+        if self._retrying("updating a record", run) == 0:
+            raise PerfsanityError(f"history {self.masked_url}: no record with id {record_id}")
+
+    def configs(self) -> list[str]:
+        """Distinct config names in the store."""
+        self._ensure_schema()
+
+        def run() -> list[str]:
+            with self._engine.begin() as conn:
+                rows = conn.execute(select(_Record.config_name).distinct().order_by(_Record.config_name))
+                return [r[0] for r in rows]
+
+        return self._retrying("listing configs", run)
+
+    def count(self) -> int:
+        """Number of records (valid or not)."""
+        self._ensure_schema()
+
+        def run() -> int:
+            with self._engine.begin() as conn:
+                return int(conn.execute(select(func.count()).select_from(_Record)).scalar_one())
+
+        return self._retrying("counting records", run)
+
+
+def _clone_row(row: _Record) -> _Record:
+    cols = {c.key: getattr(row, c.key) for c in _Record.__table__.columns if c.key != "id"}
+    return _Record(**cols)
+
+
+def group_by_keys(records: Iterable[HistoryRecord]) -> dict[MatchKeys, list[HistoryRecord]]:
+    out: dict[MatchKeys, list[HistoryRecord]] = {}
+    for rec in records:
+        out.setdefault(rec.keys, []).append(rec)
+    return out
+
+
+def keys_for_run(job_meta: JobMeta, run: RunResult) -> dict[int, MatchKeys]:
+    """Match keys per concurrency of ``run``; checks that meta and results describe the same run."""
+    for name in ("config_name", "backend", "mode", "total_gpus"):
+        mine, theirs = getattr(job_meta.keys, name), getattr(run, name)
+        if mine != theirs:
+            raise ConfigError(JOB_META_FILE, f"keys.{name}", f"{mine!r} differs from results.json ({theirs!r})")
+    return {res.concurrency: job_meta.match_keys(res.concurrency) for res in run.results}
+
+
+__all__: Sequence[str] = (
+    "HistoryRecord",
+    "HistoryStore",
+    "JobMeta",
+    "MatchKeys",
+    "RunMeta",
+    "default_history_url",
+    "group_by_keys",
+    "keys_for_run",
+    "mask_url",
+    "strip_url_secrets",
+)

@@ -1,0 +1,158 @@
+"""Nightly trend report per config: each gated metric over time, per concurrency, with the baseline
+band and detected change points marked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from perfsanity.common.errors import PerfsanityError
+from perfsanity.load.results_json import higher_is_better
+from perfsanity.results.changepoint import ChangePoint, detect_change_points
+from perfsanity.results.gate import GateConfig, history_baseline
+from perfsanity.results.history import HistoryStore, MatchKeys, group_by_keys, utc
+from perfsanity.results.report import plots
+from perfsanity.results.report.html import esc, fmt, img, page, table
+
+
+@dataclass(frozen=True)
+class TrendPanel:
+    keys: MatchKeys
+    metric: str
+    png: bytes
+    points: int
+    baseline: float | None
+    baseline_source: str
+    change_points: tuple[ChangePoint, ...]
+
+
+def trend_panel(
+    store: HistoryStore,
+    keys: MatchKeys,
+    metric: str,
+    *,
+    config: GateConfig,
+    now: datetime,
+    today: tuple[datetime, float] | None = None,
+) -> TrendPanel:
+    """One plot: valid post-merge points of ``metric`` for ``keys`` over the lookback window."""
+    since = now - timedelta(days=config.lookback_days)
+    records = store.query(keys, since=since, until=now, valid_only=False, post_merge_only=True)
+    valid = [(r.timestamp, r.metrics[metric]) for r in records if r.valid and metric in r.metrics]
+    invalid = [(r.timestamp, r.metrics[metric]) for r in records if not r.valid and metric in r.metrics]
+    higher = higher_is_better(metric)
+    pinned = config.pinned(metric, keys.concurrency)
+    if pinned is not None:
+        baseline, source = pinned, "pinned"
+    else:
+        baseline, _days = history_baseline(
+            valid, higher_is_better=higher, rolling_days=config.rolling_days, min_days=config.min_history_days
+        )
+        source = "history" if baseline is not None else "none"
+    cps = tuple(detect_change_points(valid, metric=metric))
+    png = plots.trend(
+        valid,
+        metric=metric,
+        title=f"{keys.config_name} · c{keys.concurrency} · {metric}",
+        baseline=baseline,
+        threshold_pct=config.threshold(metric).post_merge_pct,
+        higher_is_better=higher,
+        change_points=cps,
+        invalid=invalid,
+        today=today,
+    )
+    return TrendPanel(keys, metric, png, len(valid), baseline, source, cps)
+
+
+def keys_summary(keys: MatchKeys) -> str:
+    k = keys
+    ctx = f"ctx {k.num_ctx_servers}× tp{k.ctx_tp}/pp{k.ctx_pp}/ep{k.ctx_ep}{' adp' if k.ctx_attention_dp else ''}"
+    gen = f"gen {k.num_gen_servers}× tp{k.gen_tp}/pp{k.gen_pp}/ep{k.gen_ep}{' adp' if k.gen_attention_dp else ''}"
+    return (f"{k.model} · {k.precision} · {k.gpu_type} · {k.backend} · {k.mode} · {ctx} · {gen} · "
+            f"ISL {k.isl} / OSL {k.osl} · {k.total_gpus} GPUs")
+
+
+def change_point_rows(panels: Sequence[TrendPanel]) -> str:
+    rows, classes = [], []
+    for p in panels:
+        for cp in p.change_points:
+            rows.append([
+                esc(f"c{p.keys.concurrency}"),
+                esc(p.metric),
+                esc(cp.time.isoformat(timespec="minutes")),
+                esc(fmt(cp.mean_before)),
+                esc(fmt(cp.mean_after)),
+                esc(f"{cp.magnitude_pct:+.1f}%"),
+                (esc("regression" if cp.regression else "improvement"), "v"),
+                esc(f"{cp.pvalue:.1e}"),
+            ])
+            classes.append("fail" if cp.regression else "pass")
+    if not rows:
+        return '<p class="muted">No change points in this window.</p>'
+    return table(["concurrency", "metric", "first run after", "mean before", "mean after", "change",
+                  "kind", "p-value"], rows, left=2, row_classes=classes)
+
+
+def render_trend_report(
+    store: HistoryStore,
+    config_name: str,
+    *,
+    config: GateConfig | None = None,
+    metrics: Sequence[str] | None = None,
+    now: datetime | None = None,
+) -> str:
+    """HTML trend report for every match-key group and concurrency of ``config_name``."""
+    config = config or GateConfig()
+    now = utc(now) if now is not None else datetime.now(UTC)
+    metrics = tuple(metrics or config.metrics)
+    since = now - timedelta(days=config.lookback_days)
+    records = store.query({"config_name": config_name}, since=since, until=now, valid_only=False,
+                          post_merge_only=True)
+    if not records:
+        raise PerfsanityError(
+            f"no post-merge history for config {config_name!r} in the last {config.lookback_days} days "
+            f"({store.masked_url})"
+        )
+    groups: dict[MatchKeys, list[MatchKeys]] = {}
+    for keys in group_by_keys(records):
+        groups.setdefault(keys.with_concurrency(0), []).append(keys)
+    parts = [f"<h1>Perf trend: {esc(config_name)}</h1>",
+             f'<p class="meta">last <b>{config.lookback_days}</b> days up to '
+             f"<b>{esc(now.isoformat(timespec='minutes'))}</b> · history {esc(store.masked_url)} · "
+             f"{len(records)} records</p>"]
+    for group, members in groups.items():
+        parts.append(f"<h2>{esc(keys_summary(group))}</h2>")
+        group_panels = []
+        for keys in sorted(members, key=lambda k: k.concurrency):
+            parts.append(f"<h3>concurrency {keys.concurrency}</h3>")
+            figs = []
+            for metric in metrics:
+                panel = trend_panel(store, keys, metric, config=config, now=now)
+                if panel.points == 0:
+                    continue
+                group_panels.append(panel)
+                figs.append(img(panel.png, f"{metric} at concurrency {keys.concurrency}"))
+            parts.append(f'<div class="plots">{"".join(figs)}</div>' if figs
+                         else '<p class="muted">no data</p>')
+        parts.append("<h3>Change points</h3>" + change_point_rows(group_panels))
+    return page(f"perf trend {config_name}", "\n".join(parts), now)
+
+
+def write_trend_report(
+    store: HistoryStore,
+    config_name: str,
+    out: Path,
+    *,
+    config: GateConfig | None = None,
+    metrics: Sequence[str] | None = None,
+    now: datetime | None = None,
+) -> Path:
+    text = render_trend_report(store, config_name, config=config, metrics=metrics, now=now)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return out
+

@@ -1,0 +1,142 @@
+"""The BENCHMARK role: wait for the front door, check it serves, run the client once per
+concurrency, keep every finished result, and always write the status file that stops the servers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+from perfsanity.common.errors import PerfsanityError, WaitTimeout
+from perfsanity.common.processes import ProcessSet
+from perfsanity.common.waits import wait_until
+from perfsanity.load import get_client
+from perfsanity.load.base import ClientRun
+from perfsanity.load.results_json import ConcurrencyResult, RunResult
+from perfsanity.load.summary import format_table
+from perfsanity.load.validity import check as validity_check
+from perfsanity.run.roles import Job, client_model_name, model_path, resolve_argv
+
+
+def front_door_roles(job: Job) -> list[str]:
+    """DISAGG_SERVER for disaggregated jobs; SERVER_0 for aggregated ones."""
+    routers = [p.role for p in job.topology.of_kind("router")]
+    return routers or [p.role for p in job.topology.of_kind("server")][:1]
+
+
+def completion_ok(url: str, model: str, timeout_s: float = 10.0) -> tuple[bool, str]:
+    """One 1-token completion; health endpoints alone race with model registration."""
+    body = json.dumps({"model": model, "prompt": "ping", "max_tokens": 1, "stream": False}).encode()
+    req = urllib.request.Request(f"{url}/v1/completions", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - our own server
+            return resp.status == 200, f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        return False, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return False, str(exc)
+
+
+def wait_ready(job: Job, url: str, model: str) -> None:
+    last = {"seen": "no answer yet"}
+
+    def check() -> bool:
+        job.rendezvous.raise_if_failed()
+        ok, seen = completion_ok(url, model)
+        last["seen"] = seen
+        return ok
+
+    wait_until(check, timeout_s=job.config.timeouts.router_ready, poll_s=0.1, max_poll_s=1.0,
+               what=f"a 1-token completion from {url} (model {model!r}) to return 200",
+               on_timeout=lambda: f"last answer: {last['seen']}")
+
+
+def run_one(job: Job, run: ClientRun, client_name: str) -> ConcurrencyResult:
+    client = get_client(client_name)
+    cmd = client.command(run)
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(job.environ)
+    for name in cmd.env_unset:
+        env.pop(name, None)
+    env.update(cmd.env_set)
+    argv = resolve_argv(tuple(cmd.argv), cmd.tool)
+    log = job.job_dir / "logs" / f"client-c{run.concurrency}.log"
+    limit = job.config.timeouts.client_per_concurrency
+    job.log(f"concurrency {run.concurrency}: {run.num_prompts} requests; {' '.join(argv)}")
+    with ProcessSet() as procs:
+        proc = procs.start(f"{client_name} c{run.concurrency}", argv, env=env, log_path=log, cwd=run.out_dir)
+
+        def finished() -> bool:
+            job.rendezvous.raise_if_failed()
+            return proc.poll() is not None
+
+        try:
+            wait_until(finished, timeout_s=limit, poll_s=0.2, max_poll_s=1.0,
+                       what=f"{client_name} at concurrency {run.concurrency} to finish "
+                       f"(timeouts.client_per_concurrency)")
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"{exc} (log {log})\n--- last lines of the client log ---\n{proc.tail(20)}") from None
+        if proc.poll() != 0:
+            # first line = the failure as recorded in results.json / junit; the tail follows
+            raise PerfsanityError(f"{client_name} at concurrency {run.concurrency} exited with code "
+                                  f"{proc.poll()} (log {log})\n--- last lines of the client log ---\n{proc.tail(30)}")
+    return client.parse(run)
+
+
+def run_benchmark(job: Job) -> None:
+    cfg = job.config
+    bench = cfg.benchmark
+    rdv = job.rendezvous
+    results: list[ConcurrencyResult] = []
+    failures: list[str] = []
+    status = "failed"
+    run_result = RunResult(config_name=cfg.name, backend=cfg.metadata.backend, mode=bench.mode,
+                           total_gpus=job.topology.total_gpus)
+    t_start = time.monotonic()
+    try:
+        door = front_door_roles(job)
+        job.log(f"waiting for {', '.join(door)}")
+        addrs = rdv.wait_for(door, timeout_s=cfg.timeouts.server_ready + cfg.timeouts.router_ready,
+                             waiter=job.role)
+        url = addrs[door[0]].url
+        model = client_model_name(job)
+        wait_ready(job, url, model)
+        ready_s = time.monotonic() - t_start
+        job.log(f"{url} serves {model!r} ({ready_s:.1f}s after the benchmark started)")
+        tokenizer = model_path(job)
+        for conc in bench.concurrency_list:
+            run = ClientRun(
+                url=url, model_name=model, tokenizer=tokenizer, concurrency=conc,
+                num_prompts=bench.num_prompts(conc), input_length=bench.input_length,
+                output_length=bench.output_length, streaming=bench.streaming,
+                request_timeout_s=bench.request_timeout_s, random_seed=bench.random_seed,
+                warmup_requests=bench.warmup_requests, dataset_file=bench.dataset_file,
+                out_dir=job.job_dir / "client" / f"c{conc}", total_gpus=job.topology.total_gpus,
+            )
+            result = run_one(job, run, bench.client)
+            results.append(result)
+            problems = validity_check(result, requested=run.num_prompts, max_failed_rate=bench.max_failed_rate,
+                                      streaming=bench.streaming)
+            failures.extend(problems)
+            run_result = run_result.model_copy(update={"results": tuple(results), "failures": tuple(failures)})
+            run_result.write(job.job_dir / "results.json")
+            print(format_table(results), flush=True)
+        status = "failed" if failures else "passed"
+    except (PerfsanityError, KeyboardInterrupt) as exc:
+        msg = str(exc) if not isinstance(exc, KeyboardInterrupt) else "interrupted (SIGTERM/SIGINT)"
+        failures.append(msg.splitlines()[0] if msg else type(exc).__name__)  # RoleFailed: "ROLE: message"
+        raise
+    finally:
+        run_result = run_result.model_copy(update={"results": tuple(results), "failures": tuple(failures),
+                                                   "status": status})
+        run_result.write(job.job_dir / "results.json")
+        rdv.write_status(status, failures=failures, elapsed_s=round(time.monotonic() - t_start, 3))
+        from perfsanity.results.pipeline import finalize_job
+
+        gate_ok = finalize_job(job.job_dir, run_result)
+    if not gate_ok:
+        raise PerfsanityError("perf regression beyond the pre-merge threshold (see gate.json / junit.xml)")
+    if failures:
+        raise PerfsanityError("benchmark results failed the validity gate: " + "; ".join(failures))

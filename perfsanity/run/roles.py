@@ -1,0 +1,399 @@
+"""The roles of a perf job, one function each: workers (``GEN_i``/``CTX_i``/``SERVER_i``), the
+disaggregated router (``DISAGG_SERVER``) and the client (``BENCHMARK``).
+
+Every role runs the same way on SLURM (one srun step each) and locally (one process each); it learns
+who it is from ``DISAGG_SERVING_TYPE`` and everything else from the ``PERFSANITY_*`` variables that
+launch.sh exports (see :func:`perfsanity.plan.launch.job_exports`).
+
+Coordination is by files in the job's rendezvous dir (:mod:`perfsanity.run.rendezvous`); every wait is
+bounded by the config's ``timeouts`` and aborts at once when another role reports a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from perfsanity.common.errors import PerfsanityError, RoleFailed, WaitTimeout
+from perfsanity.common.files import write_atomic
+from perfsanity.common.ports import listening_ports
+from perfsanity.common.processes import ManagedProcess, ProcessSet, TermAsInterrupt
+from perfsanity.common.waits import Deadline, wait_until
+from perfsanity.engines import get_backend, served_model_name
+from perfsanity.engines.base import Address, RouterContext, ServerSpec, WorkerContext
+from perfsanity.run.context import SlurmContext
+from perfsanity.run.rendezvous import Rendezvous
+from perfsanity.spec import envvars
+from perfsanity.spec.cluster import cluster_from_env_or_arg
+from perfsanity.spec.config import Config, load_config
+from perfsanity.spec.testlist import parse_test_id
+from perfsanity.spec.topology import Placement, Topology, build_topology
+
+WORKER_KINDS = ("gen", "ctx", "server")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A role's view of its job, built from the environment launch.sh exports."""
+
+    config: Config
+    topology: Topology
+    job_dir: Path
+    role: str
+    environ: Mapping[str, str]
+    slurm: SlurmContext | None
+
+    @property
+    def rendezvous(self) -> Rendezvous:
+        return Rendezvous(self.job_dir / "rendezvous")
+
+    @property
+    def host(self) -> str:
+        """Address servers bind and advertise: $PERFSANITY_HOST, else 127.0.0.1 outside SLURM, else
+        this node's address."""
+        if self.environ.get("PERFSANITY_HOST"):
+            return self.environ["PERFSANITY_HOST"]
+        if self.slurm is None:
+            return "127.0.0.1"
+        return socket.gethostbyname(socket.gethostname())
+
+    @property
+    def rank(self) -> int:
+        return self.slurm.procid if self.slurm and self.slurm.procid is not None else 0
+
+    def log(self, message: str) -> None:
+        print(f"[{self.role} {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    @property
+    def discovery_dir(self) -> Path:
+        return self.job_dir / "discovery"
+
+
+def job_from_env(environ: Mapping[str, str]) -> Job:
+    """Build the Job of the role named by ``DISAGG_SERVING_TYPE``."""
+    role = environ.get("DISAGG_SERVING_TYPE", "")
+    missing = [k for k in ("PERFSANITY_JOB_DIR", "PERFSANITY_CONFIG", "PERFSANITY_TEST_ID") if not environ.get(k)]
+    if missing:
+        raise PerfsanityError(f"role {role or '?'}: environment lacks {', '.join(missing)} (set by launch.sh)")
+    sel = parse_test_id(environ["PERFSANITY_TEST_ID"])
+    cluster = cluster_from_env_or_arg(None, environ)
+    overrides = {"benchmark.mode": sel.mode} if sel.mode else None
+    config = load_config(environ["PERFSANITY_CONFIG"], cluster=cluster, overrides=overrides)
+    topology = build_topology(config)
+    names = [p.role for p in topology.roles]
+    if role not in names:
+        raise PerfsanityError(f"DISAGG_SERVING_TYPE={role!r} is not a role of this job ({', '.join(names)})")
+    return Job(config, topology, Path(environ["PERFSANITY_JOB_DIR"]), role, environ,
+               SlurmContext.from_env(environ))
+
+
+def record_start(job: Job) -> None:
+    """``rendezvous/<ROLE>.<rank>.started``: where this role runs (tests and triage check placement)."""
+    data = {
+        "role": job.role,
+        "rank": job.rank,
+        "node": job.slurm.node_name if job.slurm else "local",
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "slurm_job_id": job.slurm.job_id if job.slurm else None,
+        "slurm_step_id": job.slurm.step_id if job.slurm else None,
+        "time": time.time(),
+    }
+    write_atomic(job.job_dir / "rendezvous" / f"{job.role}.{job.rank}.started", json.dumps(data) + "\n")
+
+
+def run_role(job: Job) -> None:
+    """Run ``job.role`` to completion; raise a PerfsanityError (with log tail) on failure."""
+    placement = job.topology.role(job.role)
+    job.rendezvous.path.mkdir(parents=True, exist_ok=True)
+    record_start(job)
+    with TermAsInterrupt():
+        if placement.kind in WORKER_KINDS:
+            run_worker(job, placement)
+        elif placement.kind == "router":
+            run_router(job)
+        else:
+            from perfsanity.run.benchmark import run_benchmark
+
+            run_benchmark(job)
+
+
+# ---------------------------------------------------------------------------------------
+# servers (workers and router share the start / discover / publish / watch cycle)
+# ---------------------------------------------------------------------------------------
+
+
+def role_env_layers(config: Config, kind: str) -> tuple[envvars.EnvAssignment, ...]:
+    """Composition of ``environment.*_env_var`` for a role kind (later layers win)."""
+    e = config.environment
+    if kind == "ctx":
+        return envvars.merge(e.worker_env_var, e.ctx_worker_env_var)
+    if kind == "gen":
+        return envvars.merge(e.worker_env_var, e.gen_worker_env_var)
+    if kind == "server":
+        return tuple(e.worker_env_var)
+    if kind == "router":
+        return tuple(e.server_env_var)
+    return tuple(e.benchmark_env_var)
+
+
+def resolve_argv(argv: tuple[str, ...], tool: str | None) -> list[str]:
+    """Point ``python3 -m …`` / entry-point argv at the interpreter of a perfsanity.engines.tooling env."""
+    if tool is None:
+        return list(argv)
+    from perfsanity.engines.tooling import ensure_tool
+
+    env = ensure_tool(tool)
+    if argv and argv[0] in ("python", "python3"):
+        return [str(env.python), *argv[1:]]
+    candidate = env.bin_dir / argv[0]
+    return [str(candidate), *argv[1:]] if candidate.exists() else list(argv)
+
+
+def process_env(job: Job, kind: str, spec_env: Mapping[str, str], placement: Placement | None = None) -> dict[str, str]:
+    env = envvars.apply(role_env_layers(job.config, kind), job.environ)
+    env.update(spec_env)
+    if placement is not None and placement.shares_node and placement.gpus:
+        first = placement.gpu_offset
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in range(first, first + placement.gpus_per_node))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def write_spec_files(job: Job, spec: ServerSpec) -> None:
+    (job.job_dir / "profiles").mkdir(exist_ok=True)
+    for rel, content in spec.files.items():
+        write_atomic(job.job_dir / rel, content)
+
+
+def http_get_ok(url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - our own server
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def first_healthy_port(host: str, ports: list[int], path: str, timeout_s: float = 1.0) -> int | None:
+    """The first of ``ports`` whose ``GET path`` answers 2xx, probing all at once.
+
+    A server's other listeners (request planes, response streams) accept connections but never
+    answer HTTP; probed one after the other, each would cost the whole timeout.
+    """
+    if not ports:
+        return None
+    pool = ThreadPoolExecutor(max_workers=len(ports))
+    try:
+        futures = {pool.submit(http_get_ok, f"http://{host}:{port}{path}", timeout_s): port for port in ports}
+        for future in as_completed(futures):
+            if future.result():
+                return futures[future]
+        return None
+    finally:
+        pool.shutdown(wait=False)
+
+
+def discover_address(job: Job, proc: ManagedProcess, spec: ServerSpec, *, timeout_s: float, what: str) -> Address:
+    """Wait until the server's HTTP port answers ``spec.health_path``; the port is read from the
+    process tree's listening sockets when it was started with port 0."""
+
+    def check() -> Address | None:
+        if proc.poll() is not None:
+            raise RoleFailed(job.role, f"{proc.name} exited with code {proc.poll()} while starting", proc.tail())
+        job.rendezvous.raise_if_failed()
+        ports = [spec.port] if spec.port else listening_ports(proc.pid)
+        port = first_healthy_port(job.host, ports, spec.health_path)
+        return Address(job.role, job.host, port) if port is not None else None
+
+    return wait_until(check, timeout_s=timeout_s, what=what, max_poll_s=0.1,
+                      on_timeout=lambda: f"listening ports {listening_ports(proc.pid)}; log tail:\n{proc.tail(20)}")
+
+
+def watch_until_done(job: Job, procs: ProcessSet) -> None:
+    """Keep the servers up until the benchmark's status file appears; fail at once if one dies."""
+    deadline = Deadline(job.config.slurm.timeout, "benchmark status file")
+    while True:
+        status = job.rendezvous.status()
+        if status is not None:
+            job.log(f"benchmark finished ({status.get('status')}); stopping")
+            return
+        dead = procs.first_dead()
+        if dead is not None:
+            raise RoleFailed(job.role, f"{dead.name} died with exit code {dead.poll()}", dead.tail())
+        if deadline.expired:
+            raise WaitTimeout(f"{job.role}: waited {deadline.seconds}s (slurm.timeout) for the benchmark to finish")
+        time.sleep(0.2)
+
+
+def failure_headline(exc: BaseException) -> str:
+    """First line of an error for ``<ROLE>.failed`` (without RoleFailed's own ``ROLE: `` prefix)."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return first.removeprefix(f"{exc.role}: ") if isinstance(exc, RoleFailed) else first
+
+
+def serve(job: Job, spec: ServerSpec, kind: str, placement: Placement | None, *, ready_timeout_s: float,
+          procs: ProcessSet | None = None) -> None:
+    """Start one server, publish its address (rank 0 only), watch it, stop it; report failures.
+
+    ``procs`` may already hold job services this role started (they are watched and stopped too).
+    """
+    rdv = job.rendezvous
+    procs = procs if procs is not None else ProcessSet()
+    try:
+        write_spec_files(job, spec)
+        env = process_env(job, kind, {**service_env(job), **spec.env}, placement)
+        # backends may refer to per-rank values such as ${SLURM_PROCID}; expanded without a shell
+        argv = [envvars.expand(a, env) for a in resolve_argv(spec.argv, spec.tool)]
+        log_path = job.job_dir / "logs" / f"{job.role}.server{'' if job.rank == 0 else f'.{job.rank}'}.log"
+        job.log(f"starting: {' '.join(argv)}")
+        proc = procs.start(f"{job.role} server", argv, env=env, log_path=log_path, cwd=job.job_dir)
+        if job.rank == 0:
+            t0 = time.monotonic()
+            addr = discover_address(job, proc, spec, timeout_s=ready_timeout_s, what=f"{job.role} server to answer "
+                                    f"{spec.health_path} (log {log_path})")
+            rdv.publish(addr, ready_s=round(time.monotonic() - t0, 3))
+            job.log(f"ready at {addr} after {time.monotonic() - t0:.1f}s")
+        watch_until_done(job, procs)
+    except BaseException as exc:
+        # a RoleFailed naming another role is that role's failure (it wrote its own .failed): reporting
+        # it again under this role's name would make the cascade look like the cause
+        foreign = isinstance(exc, RoleFailed) and exc.role != job.role
+        if not isinstance(exc, KeyboardInterrupt) and not foreign:
+            tail_text = getattr(exc, "log_tail", "") or (procs.procs[-1].tail() if procs.procs else "")
+            rdv.report_failure(job.role, failure_headline(exc), tail_text)
+        raise
+    finally:
+        procs.stop_all(job.config.timeouts.shutdown / 2)
+
+
+def service_env(job: Job) -> dict[str, str]:
+    """Env vars carrying job-service values (``Backend.service_env``), waiting (bounded) for each."""
+    backend = get_backend(job.config.metadata.backend)
+    out = {}
+    for name, var in getattr(backend, "service_env", {}).items():
+        out[var] = job.rendezvous.wait_value(name, timeout_s=job.config.timeouts.server_ready, waiter=job.role)
+    return out
+
+
+def start_services(job: Job, procs: ProcessSet) -> None:
+    """Start the backend's job services (``Backend.services``) and publish the first line each prints."""
+    backend = get_backend(job.config.metadata.backend)
+    services = backend.services(job.host) if hasattr(backend, "services") else {}
+    for name, spec in services.items():
+        argv = [envvars.expand(a, job.environ) for a in resolve_argv(spec.argv, spec.tool)]
+        log_path = job.job_dir / "logs" / f"{job.role}.{name}.log"
+        job.log(f"starting job service {name}: {' '.join(argv)}")
+        proc = procs.start(f"{job.role} {name}", argv, env=process_env(job, "router", spec.env), log_path=log_path)
+
+        def first_line(proc=proc) -> str | None:
+            if proc.poll() is not None:
+                raise RoleFailed(job.role, f"job service {proc.name} exited with code {proc.poll()}", proc.tail())
+            lines = [ln for ln in proc.log_path.read_text().splitlines() if not ln.startswith("[perfsanity]")]
+            return lines[0].strip() if lines else None
+
+        value = wait_until(first_line, timeout_s=job.config.timeouts.router_ready,
+                           what=f"job service {name} to print its address (log {log_path})")
+        job.rendezvous.publish_value(name, value)
+
+
+def run_worker(job: Job, placement: Placement) -> None:
+    backend = get_backend(job.config.metadata.backend)
+    ctx = WorkerContext(
+        config=job.config,
+        placement=placement,
+        host=job.host,
+        job_dir=job.job_dir,
+        model_path=model_path(job),
+        hostnames=tuple(job.slurm.nodelist if job.slurm else ()),
+        discovery_dir=job.discovery_dir,
+    )
+    spec = backend.worker(ctx)
+    serve(job, spec, placement.kind, placement, ready_timeout_s=job.config.timeouts.server_ready)
+
+
+def worker_roles(job: Job, kind: str) -> list[str]:
+    return [p.role for p in job.topology.of_kind(kind)]
+
+
+def run_router(job: Job) -> None:
+    rdv = job.rendezvous
+    workers = [p.role for p in job.topology.workers]
+    procs = ProcessSet()
+    try:
+        start_services(job, procs)
+    except BaseException as exc:
+        procs.stop_all()
+        if not isinstance(exc, KeyboardInterrupt):
+            rdv.report_failure(job.role, failure_headline(exc), getattr(exc, "log_tail", ""))
+        raise
+    backend = get_backend(job.config.metadata.backend)
+    # routers that find workers themselves (file discovery) start at once; others need the URLs
+    needs_addresses = getattr(backend, "router_needs_worker_addresses", True)
+    try:
+        addrs: dict[str, Address] = {}
+        if needs_addresses:
+            job.log(f"waiting for {', '.join(workers)}")
+            addrs = rdv.wait_for(workers, timeout_s=job.config.timeouts.server_ready, waiter=job.role)
+        ctx = RouterContext(
+            config=job.config,
+            host=job.host,
+            job_dir=job.job_dir,
+            model_path=model_path(job),
+            ctx=tuple(addrs[r] for r in worker_roles(job, "ctx") if r in addrs),
+            gen=tuple(addrs[r] for r in worker_roles(job, "gen") if r in addrs),
+            discovery_dir=job.discovery_dir,
+        )
+        spec = backend.router(ctx)
+    except BaseException as exc:
+        procs.stop_all()
+        if not isinstance(exc, (KeyboardInterrupt, RoleFailed)):
+            rdv.report_failure(job.role, failure_headline(exc))
+        raise
+    serve(job, spec, "router", None, ready_timeout_s=job.config.timeouts.router_ready, procs=procs)
+
+
+def model_path(job: Job) -> str:
+    """The model/tokenizer dir: ``environment.model_path``, or the tiny offline model for the mocker."""
+    if job.config.environment.model_path:
+        return job.config.environment.model_path
+    if job.config.metadata.backend == "dynamo-mocker":
+        from perfsanity.engines.model_assets import ensure_tiny_model
+
+        return str(ensure_tiny_model())
+    raise PerfsanityError(f"{job.config.source}: environment.model_path is required for backend "
+                          f"{job.config.metadata.backend}")
+
+
+def client_model_name(job: Job) -> str:
+    return served_model_name(job.config, model_path(job))
+
+
+def main(environ: Mapping[str, str] | None = None) -> int:
+    """``python -m perfsanity.run.roles``: run the role in $DISAGG_SERVING_TYPE (exit 0 = role passed)."""
+    env = dict(os.environ if environ is None else environ)
+    try:
+        run_role(job_from_env(env))
+    except PerfsanityError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def dump_json(path: Path, data: object) -> None:
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,604 @@
+"""Test configs: one YAML per test, loaded, merged with cluster defaults and validated into a frozen
+:class:`Config`.
+
+Sections and keys follow TensorRT-LLM's public perf-sanity configs (``metadata``, ``slurm``,
+``hardware``, ``environment``, ``worker_config.ctx/gen``, ``benchmark``, ``accuracy``, ``profiling``)
+plus two of ours: ``timeouts`` (every wait's bound) and ``gate`` (regression thresholds).
+
+Harness-owned sections reject unknown keys (a typo such as ``concurency_list`` is an error, with a
+"did you mean" hint). Engine sections (``worker_config.*``) pass through verbatim; only the parallelism
+keys there are typed, because the topology is computed from them.
+
+Every error is a :class:`~perfsanity.common.errors.ConfigError` naming the file, the key path, the bad value
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from perfsanity.common.errors import ConfigError
+from perfsanity.spec.envvars import EnvAssignment, parse_env_string, to_string
+
+Backend = Literal["trtllm", "sglang", "dynamo-sglang", "dynamo-mocker"]
+Mode = Literal["e2e", "gen_only", "gen_only_no_context"]
+Client = Literal["aiperf", "sglang-bench-serving", "trtllm-benchmark-serving"]
+Kind = Literal["disagg", "aggr"]
+
+MAX_TIMEOUT_S = 7 * 24 * 3600
+_JOB_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d{1,3})(?::(\d{2}))?(?::(\d{2}))?$")
+
+
+class _Strict(BaseModel):
+    """Harness-owned section: frozen, unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _env_field(value: Any) -> tuple[EnvAssignment, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, tuple) and all(isinstance(v, EnvAssignment) for v in value):
+        return value
+    if isinstance(value, Mapping):
+        value = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in value.items())
+    if not isinstance(value, str):
+        raise ValueError("must be a string of NAME=value pairs (or a mapping)")
+    return parse_env_string(value)
+
+
+class Metadata(_Strict):
+    model_name: str = Field(min_length=1)
+    precision: str | None = None
+    model_dir_name: str | None = None
+    supported_gpus: tuple[str, ...] = ()
+    benchmark_type: str | None = None
+    backend: Backend = "trtllm"
+    script_file: str | None = None  # accepted for compatibility with public configs; unused
+
+
+def job_time_seconds(text: str) -> int:
+    """Seconds in a SLURM time string: ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM[:SS]``."""
+    m = _JOB_TIME_RE.match(text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a SLURM time (HH:MM:SS, MM, or D-HH:MM:SS)")
+    days, a, b, c = m.groups()
+    if days is not None:  # D-HH[:MM[:SS]]
+        return int(days) * 86400 + int(a) * 3600 + int(b or 0) * 60 + int(c or 0)
+    if c is not None:  # HH:MM:SS
+        return int(a) * 3600 + int(b) * 60 + int(c)
+    if b is not None:  # MM:SS
+        return int(a) * 60 + int(b)
+    return int(a) * 60  # MM
+
+
+class Slurm(_Strict):
+    partition: str | None = None
+    account: str | None = None
+    job_time: str = "01:00:00"
+    job_name: str = "perfsanity"
+    extra_args: str = ""
+    timeout: int = Field(default=3600, ge=60, le=MAX_TIMEOUT_S, description="whole-job bound, seconds")
+    numa_bind: bool = False
+    container_image: str | None = None
+    container_mounts: str | None = None
+    mpi: str | None = Field(default=None, description="srun --mpi value for worker steps, e.g. pmix")
+    script_file: str | None = None  # compatibility; unused
+
+    @field_validator("job_time")
+    @classmethod
+    def _job_time(cls, v: str) -> str:
+        job_time_seconds(v)
+        return v
+
+    @field_validator("extra_args")
+    @classmethod
+    def _extra_args(cls, v: str) -> str:
+        try:
+            shlex.split(v)
+        except ValueError as exc:
+            raise ValueError(f"cannot be split into arguments: {exc}") from None
+        return v
+
+    @property
+    def extra_args_list(self) -> tuple[str, ...]:
+        return tuple(shlex.split(self.extra_args))
+
+
+class Hardware(_Strict):
+    gpus_per_node: int = Field(default=4, ge=1, le=64)
+    num_ctx_servers: int = Field(default=1, ge=0, le=1024)
+    num_gen_servers: int = Field(default=1, ge=0, le=1024)
+    num_servers: int = Field(default=1, ge=1, le=1024, description="aggregated configs only")
+    gpu_type: str | None = None
+
+
+ENV_FIELDS = ("worker_env_var", "ctx_worker_env_var", "gen_worker_env_var", "server_env_var", "benchmark_env_var")
+
+
+class Environment(_Strict):
+    worker_env_var: tuple[EnvAssignment, ...] = ()
+    ctx_worker_env_var: tuple[EnvAssignment, ...] = ()
+    gen_worker_env_var: tuple[EnvAssignment, ...] = ()
+    server_env_var: tuple[EnvAssignment, ...] = ()
+    benchmark_env_var: tuple[EnvAssignment, ...] = ()
+    model_path: str | None = None
+    work_dir: str | None = None
+    # accepted for compatibility with public configs (slurm.container_* take precedence)
+    container_image: str | None = None
+    container_mount: str | None = None
+    trtllm_repo: str | None = None
+    build_wheel: bool = False
+
+    @field_validator(
+        "worker_env_var",
+        "ctx_worker_env_var",
+        "gen_worker_env_var",
+        "server_env_var",
+        "benchmark_env_var",
+        mode="before",
+    )
+    @classmethod
+    def _env(cls, v: Any) -> tuple[EnvAssignment, ...]:
+        return _env_field(v)
+
+
+class WorkerConfig(BaseModel):
+    """Engine-native settings of one server role, passed to the engine verbatim.
+
+    Only the parallelism keys are typed (the topology is computed from them); every other key goes
+    through untouched, so any engine option can be used without a harness change.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    tensor_parallel_size: int = Field(default=1, ge=1, le=4096)
+    pipeline_parallel_size: int = Field(default=1, ge=1, le=4096)
+    context_parallel_size: int = Field(default=1, ge=1, le=4096)
+    moe_expert_parallel_size: int | None = Field(default=None, ge=1, le=4096)
+    enable_attention_dp: bool = False
+
+    @property
+    def gpus(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size * self.context_parallel_size
+
+    def engine_options(self) -> dict[str, Any]:
+        """All keys as written in the YAML (typed and pass-through), without defaults filled in."""
+        return self.model_dump(exclude_unset=True)
+
+    @model_validator(mode="after")
+    def _moe(self) -> WorkerConfig:
+        ep = self.moe_expert_parallel_size
+        if ep is not None and ep > self.gpus:
+            raise ValueError(
+                f"moe_expert_parallel_size={ep} exceeds the server's GPUs "
+                f"(tensor×pipeline×context = {self.gpus})"
+            )
+        return self
+
+
+class WorkerConfigs(_Strict):
+    ctx: WorkerConfig | None = None
+    gen: WorkerConfig | None = None
+    server: WorkerConfig | None = Field(default=None, description="aggregated configs only")
+
+
+def _concurrency_list(value: Any) -> tuple[int, ...]:
+    if isinstance(value, bool):
+        raise ValueError("must be integers such as '1 8 64' or [1, 8, 64]")
+    if isinstance(value, int):
+        items: list[Any] = [value]
+    elif isinstance(value, str):
+        items = value.replace(",", " ").split()
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise ValueError("must be integers such as '1 8 64' or [1, 8, 64]")
+    out: list[int] = []
+    for item in items:
+        if isinstance(item, bool):
+            raise ValueError(f"{item!r} is not a positive integer")
+        try:
+            n = int(item)
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(float('inf'))
+            raise ValueError(f"{_short(item)} is not a positive integer") from None
+        if isinstance(item, float) and item != n:
+            raise ValueError(f"{item!r} is not a positive integer")
+        if n < 1 or n > 1_000_000:
+            raise ValueError(f"{_short(n)} is out of range 1..1000000")
+        out.append(n)
+    if not out:
+        raise ValueError("needs at least one concurrency")
+    if len(set(out)) != len(out):
+        raise ValueError(f"has duplicates: {out}")
+    return tuple(out)
+
+
+class Benchmark(_Strict):
+    mode: Mode = "e2e"
+    concurrency_list: tuple[int, ...] = (1,)
+    input_length: int = Field(default=1024, ge=1, le=10_000_000)
+    output_length: int = Field(default=1024, ge=1, le=10_000_000)
+    multi_round: int = Field(default=1, ge=1, le=10_000)
+    benchmark_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
+    streaming: bool = True
+    dataset_file: str | None = None
+    client: Client = "aiperf"
+    max_failed_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="fraction of requests")
+    request_timeout_s: float = Field(default=600.0, gt=0, le=MAX_TIMEOUT_S)
+    warmup_requests: int = Field(default=0, ge=0, le=100_000)
+    random_seed: int = 0
+    use_nv_sa_benchmark: bool = False  # compatibility; unused
+
+    @field_validator("concurrency_list", mode="before")
+    @classmethod
+    def _conc(cls, v: Any) -> tuple[int, ...]:
+        return _concurrency_list(v)
+
+    def num_prompts(self, concurrency: int) -> int:
+        """Requests sent at one concurrency: concurrency × multi_round."""
+        return concurrency * self.multi_round
+
+
+class Accuracy(_Strict):
+    enable_accuracy_test: bool = False
+    model: str = "local-completions"
+    tasks: str = "gsm8k"
+    model_args_extra: str = ""
+    env_var: tuple[EnvAssignment, ...] = ()
+
+    @field_validator("env_var", mode="before")
+    @classmethod
+    def _env(cls, v: Any) -> tuple[EnvAssignment, ...]:
+        return _env_field(v)
+
+
+class Profiling(_Strict):
+    nsys_on: bool = False
+    nsys_args: str = "-t cuda,nvtx,python-gil -c cudaProfilerApi --cuda-graph-trace node"
+    torch_profiler: bool = False
+    profile_start_iter: int = Field(default=10, ge=0)
+    profile_stop_iter: int = Field(default=20, ge=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> Profiling:
+        if self.profile_stop_iter < self.profile_start_iter:
+            raise ValueError("profile_stop_iter must be >= profile_start_iter")
+        return self
+
+
+class Timeouts(_Strict):
+    """Bounds of each phase in seconds; each is also capped by ``slurm.timeout``."""
+
+    install: int = Field(default=1800, ge=1, le=MAX_TIMEOUT_S)
+    server_ready: int = Field(default=1800, ge=1, le=MAX_TIMEOUT_S)
+    router_ready: int = Field(default=600, ge=1, le=MAX_TIMEOUT_S)
+    client_per_concurrency: int = Field(default=3600, ge=1, le=MAX_TIMEOUT_S)
+    shutdown: int = Field(default=60, ge=1, le=3600)
+
+
+class Config(_Strict):
+    """One validated test config (frozen). ``name`` and ``kind`` come from the file's name and place."""
+
+    name: str
+    kind: Kind = "disagg"
+    source: str | None = None
+    metadata: Metadata
+    slurm: Slurm = Slurm()
+    hardware: Hardware = Hardware()
+    environment: Environment = Environment()
+    worker_config: WorkerConfigs = WorkerConfigs()
+    benchmark: Benchmark = Benchmark()
+    accuracy: Accuracy = Accuracy()
+    profiling: Profiling = Profiling()
+    timeouts: Timeouts = Timeouts()
+    gate: dict[str, Any] | None = None
+    sweep: dict[str, Any] | None = None  # a sweep block (perfsanity.jobs.sweep); ignored when running one job
+
+    @model_validator(mode="after")
+    def _roles(self) -> Config:
+        hw, wc, mode = self.hardware, self.worker_config, self.benchmark.mode
+        if self.kind == "aggr":
+            if wc.server is None:
+                raise ValueError("worker_config.server is required for an aggregated config")
+            return self
+        if hw.num_gen_servers < 1:
+            raise ValueError("hardware.num_gen_servers must be >= 1 for a disaggregated config")
+        if wc.gen is None:
+            raise ValueError("worker_config.gen is required for a disaggregated config")
+        if mode != "gen_only_no_context":
+            if hw.num_ctx_servers < 1:
+                raise ValueError(f"hardware.num_ctx_servers must be >= 1 in mode {mode!r}")
+            if wc.ctx is None:
+                raise ValueError(f"worker_config.ctx is required in mode {mode!r}")
+        return self
+
+    # ---- derived values -------------------------------------------------------------
+    @property
+    def container_image(self) -> str | None:
+        return self.slurm.container_image or self.environment.container_image
+
+    @property
+    def container_mounts(self) -> str | None:
+        return self.slurm.container_mounts or self.environment.container_mount
+
+    @property
+    def num_ctx_servers(self) -> int:
+        return 0 if self.benchmark.mode == "gen_only_no_context" else self.hardware.num_ctx_servers
+
+    @property
+    def job_time_s(self) -> int:
+        return job_time_seconds(self.slurm.job_time)
+
+    def test_id(self, mode: str | None = None) -> str:
+        """The pytest id: ``disagg_upload-<mode>-<name>`` or ``aggr_upload-<name>``."""
+        if self.kind == "aggr":
+            return f"aggr_upload-{self.name}"
+        return f"disagg_upload-{mode or self.benchmark.mode}-{self.name}"
+
+    def resolved_dict(self) -> dict[str, Any]:
+        """Plain data for ``config.resolved.yaml`` (env strings rendered back to ``K=V`` form)."""
+        data = self.model_dump(mode="python", exclude={"source"})
+        # env settings by field (an empty one too, and never an engine option that merely looks alike)
+        for key in ENV_FIELDS:
+            data["environment"][key] = to_string(getattr(self.environment, key))
+        data["accuracy"]["env_var"] = to_string(self.accuracy.env_var)
+
+        def fix(obj: Any) -> Any:
+            if isinstance(obj, dict):
+                return {k: fix(v) for k, v in obj.items()}
+            if isinstance(obj, (list, tuple)):
+                return [fix(x) for x in obj]
+            return obj
+
+        return fix(data)
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys (PyYAML keeps the last one silently)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a mapping key must be a plain value, not {type(key).__name__} (line {mark.line + 1})", mark
+            ) from None
+        if key in out:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+            )
+        try:
+            out[key] = loader.construct_object(value_node, deep=deep)
+        except (ValueError, OverflowError) as exc:  # e.g. a 5000-digit int, a date like 2024-13-45
+            detail = " ".join(str(exc).split())[:160]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"bad value of {key!r}: {detail}", value_node.start_mark
+            ) from None
+    return out
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read one YAML mapping; any problem is a ConfigError naming the file (and line)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except RecursionError:
+        raise ConfigError(str(path), "", "invalid YAML: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # a scalar the constructors reject: 5000-digit int, 2024-13-45
+        detail = " ".join(str(exc).split())[:200]
+        raise ConfigError(str(path), "", f"invalid YAML: bad scalar value: {detail}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(str(path), "", f"{where}invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "", f"top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def kind_of(path: Path) -> Kind:
+    """``aggr`` for files under an ``aggr/`` directory, else ``disagg``."""
+    return "aggr" if "aggr" in path.parts else "disagg"
+
+
+def load_config(
+    path: Path | str,
+    *,
+    cluster: ClusterDefaultsLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load, merge and validate one test config.
+
+    Precedence, lowest first: built-in defaults < cluster defaults file < test YAML < ``overrides``
+    (dotted keys such as ``{"benchmark.concurrency_list": "1 8"}``, used by sweeps and the CLI).
+    """
+    path = Path(path)
+    raw = read_yaml(path)
+    return config_from_dict(raw, name=path.stem, kind=kind_of(path), source=str(path),
+                            cluster=cluster, overrides=overrides)
+
+
+def config_from_dict(
+    raw: Mapping[str, Any],
+    *,
+    name: str,
+    kind: Kind = "disagg",
+    source: str | None = None,
+    cluster: ClusterDefaultsLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Validate an already-read mapping (see :func:`load_config` for precedence)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, "", f"top level must be a mapping, got {type(raw).__name__}")
+    for key in ("name", "kind", "source"):
+        if key in raw:
+            raise ConfigError(source, key, "is derived from the file name and place; remove it")
+    data: dict[str, Any] = dict(raw)
+    if overrides:
+        data = apply_overrides(data, overrides, source=source)
+    if cluster is not None:
+        data = cluster.apply(data)
+    if not _valid_name(name):
+        raise ConfigError(source, "", f"config name {name!r} must match [A-Za-z0-9._-]+")
+    data.update(name=name, kind=kind, source=source)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, source, data) from None
+
+
+class ClusterDefaultsLike:
+    """Protocol-ish base: anything with ``apply(raw) -> raw`` (see :mod:`perfsanity.spec.cluster`)."""
+
+    def apply(self, raw: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _valid_name(name: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z0-9._-]+", name))
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any], *, source: str | None) -> dict[str, Any]:
+    """Set dotted keys (``worker_config.gen.max_batch_size``) in a deep copy of ``data``."""
+    out = _deep_copy(data)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(source, ".".join(parts[: i + 1]), f"is not a section; cannot set {dotted}")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_copy(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {k: _deep_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_deep_copy(v) for v in obj]
+    return obj
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model at ``loc`` (for 'did you mean' hints)."""
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        ann = fields[part].annotation
+        model = _first_model(ann)
+        if model is None:
+            return []
+    fields = getattr(model, "model_fields", {})
+    return [k for k in fields if k not in ("name", "kind", "source")]
+
+
+def _first_model(ann: Any) -> Any:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
+    node = data
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # e.g. an int with more digits than sys.get_int_max_str_digits()
+        text = f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _key_text(part: Any) -> str:
+    """One key-path component as one line of text (a key such as 'a\\nb' or 'a.b' is shown repr'd)."""
+    if isinstance(part, str) and part and part.isprintable() and "." not in part and len(part) <= 80:
+        return part
+    return _short(part)
+
+
+def _config_error(exc: ValidationError, source: str | None, data: Mapping[str, Any]) -> ConfigError:
+    """First pydantic error → one ConfigError line: file, key path, bad value, what is allowed."""
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(p for p in err["loc"])
+    key_path = ".".join(_key_text(p) for p in loc)
+    etype = err["type"]
+    if etype == "extra_forbidden":
+        allowed = _allowed_keys(loc)
+        bad = str(loc[-1])
+        hint = difflib.get_close_matches(bad, allowed, n=1)
+        msg = f"unknown key {_short(bad)}"
+        if hint:
+            msg += f" (did you mean {hint[0]!r}?)"
+        if allowed:
+            msg += f"; allowed keys: {', '.join(allowed)}"
+        return ConfigError(source, key_path, msg)
+    if etype == "missing":
+        return ConfigError(source, key_path, "is required but missing")
+    value = _lookup(data, loc) if loc else None
+    text = str(err.get("msg", "invalid value"))
+    text = " ".join(text.removeprefix("Value error, ").splitlines())
+    if loc:
+        return ConfigError(source, key_path, f"bad value {_short(value)}: {text}")
+    # model-level checks start their message with the key path they are about
+    first, _, rest = text.partition(" ")
+    if re.fullmatch(r"[a-z_]+(\.[a-z_]+)+", first) and rest:
+        return ConfigError(source, first, rest)
+    return ConfigError(source, "", text)
