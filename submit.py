@@ -13,7 +13,7 @@ from perfsanity.bootstrap import ensure_requirements  # noqa: E402
 
 ensure_requirements()
 
-from perfsanity.plan.prepare import main  # noqa: E402
+from perfsanity.cli.submit import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

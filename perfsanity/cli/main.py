@@ -10,63 +10,26 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from perfsanity.common.errors import ConfigError, PerfsanityError
+from perfsanity.common.tables import num, print_table
+from perfsanity.results.gating import GATE_JUNIT_FILE, gate_job, open_store
 
 HISTORY_HELP = (
     "history database: a SQLite path or a SQLAlchemy URL such as postgresql+psycopg://user@host/db "
     "(default: $PERFSANITY_HISTORY, else ~/.cache/perfsanity/history.sqlite)"
 )
-GATE_JUNIT_FILE = "gate_junit.xml"
-RECORDED_FILE = "history_records.json"
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def _color(out: TextIO) -> bool:
-    return hasattr(out, "isatty") and out.isatty() and not os.environ.get("NO_COLOR")
-
-
-def _paint(text: str, code: str, on: bool) -> str:
-    return f"\x1b[{code}m{text}\x1b[0m" if on else text
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO, *,
-                colors: Sequence[str | None] | None = None, right_from: int = 0) -> None:
-    """Aligned plain-text table; ``colors`` (ANSI codes, per row) only when ``out`` is a terminal."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [c.rjust(w) if i >= right_from else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths,
-                                                                                              strict=True))]
-        return "  ".join(parts).rstrip()
-
-    print(line(headers), file=out)
-    print("  ".join("-" * w for w in widths), file=out)
-    paint = _color(out)
-    for n, row in enumerate(rows):
-        text = line(row)
-        code = colors[n] if colors else None
-        print(_paint(text, code, paint) if code else text, file=out)
-
-
-def _num(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "-"
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.2f}"
 
 
 def _positive_float(text: str) -> float:
@@ -87,15 +50,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
     return value
-
-
-def _open_store(url: str | None, *, must_exist: bool) -> Any:
-    from perfsanity.results.history import HistoryStore, default_history_url
-
-    location = url or default_history_url()
-    if must_exist and "://" not in location and not Path(location).expanduser().exists():
-        raise PerfsanityError(f"no history database at {location} (set --history or $PERFSANITY_HISTORY)")
-    return HistoryStore(location)
 
 
 def _results_path(arg: str) -> Path:
@@ -133,7 +87,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from perfsanity.results.report.job import write_job_report
 
     job_dir = _job_dir(args.job_dir)
-    store = _open_store(args.history, must_exist=True) if (args.history or args.trends) else None
+    store = open_store(args.history, must_exist=True) if (args.history or args.trends) else None
     try:
         out = write_job_report(job_dir, history=store, out=args.out)
     finally:
@@ -187,7 +141,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         filters["config_name"] = args.config
     if args.concurrency:
         filters["concurrency"] = args.concurrency
-    with _open_store(args.history, must_exist=True) as store:
+    with open_store(args.history, must_exist=True) as store:
         records = store.query(filters, since=timedelta(days=args.since), valid_only=not args.all,
                               post_merge_only=args.post_merge, limit=args.limit)
     out = sys.stdout
@@ -215,7 +169,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                                                                             else [])
                     + [str(r.keys.concurrency), r.commit[:10], r.branch[:20],
                        "post" if r.post_merge else "pre", valid]
-                    + [_num(r.metrics.get(m)) for m in metrics])
+                    + [num(r.metrics.get(m)) for m in metrics])
         colors.append("31" if regress else ("90" if not r.valid else None))
     print_table(headers, rows, out, colors=colors, right_from=len(headers) - len(metrics))
     return 0
@@ -234,7 +188,7 @@ def _add_invalidate(sub: Any) -> None:
 
 
 def cmd_invalidate(args: argparse.Namespace) -> int:
-    with _open_store(args.history, must_exist=True) as store:
+    with open_store(args.history, must_exist=True) as store:
         for rid in args.record_ids:
             store.mark_invalid(rid, args.reason)
             print(f"record {rid}: invalid ({args.reason})")
@@ -286,7 +240,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for m in metrics:
             va, vb = by_a[c].get(m), by_b[c].get(m)
             if va is None or vb is None or va == 0:
-                rows.append([str(c), m, _num(va), _num(vb), "-", ""])
+                rows.append([str(c), m, num(va), num(vb), "-", ""])
                 colors.append(None)
                 continue
             delta = (vb - va) / abs(va) * 100.0
@@ -299,7 +253,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             else:
                 mark, color = "~", None
             arrow = "higher is better" if higher_is_better(m) else "lower is better"
-            rows.append([str(c), m, _num(va), _num(vb), f"{delta:+.1f}%", f"{mark} ({arrow})"])
+            rows.append([str(c), m, num(va), num(vb), f"{delta:+.1f}%", f"{mark} ({arrow})"])
             colors.append(color)
     if not rows:
         print("nothing to compare: no concurrency in common", file=out)
@@ -361,9 +315,9 @@ def cmd_baseline_show(args: argparse.Namespace) -> int:
             continue
         for metric, pinned in sorted(cfg.baselines.items()):
             if isinstance(pinned, dict):
-                rows += [[name, metric, str(c), _num(v)] for c, v in sorted(pinned.items())]
+                rows += [[name, metric, str(c), num(v)] for c, v in sorted(pinned.items())]
             else:
-                rows.append([name, metric, "all", _num(pinned)])
+                rows.append([name, metric, "all", num(pinned)])
     if not rows:
         print(f"no pinned baselines in {path}")
         return 0
@@ -397,69 +351,6 @@ def _add_gate(sub: Any) -> None:
     p.set_defaults(func=cmd_gate)
 
 
-def gate_job(
-    job_dir: Path,
-    *,
-    pre_merge: bool = False,
-    history: str | None = None,
-    no_history: bool = False,
-    baselines_file: Path | None = None,
-    junit: Path | None = None,
-    record: bool = True,
-    upload: bool = True,
-    post_merge: bool | None = None,
-    out: TextIO | None = None,
-) -> Any:
-    """Gate one job dir: write gate.json and the gate junit, record the run in history; return the
-    GateReport. ``post_merge`` (default: not ``pre_merge``) marks the records as baseline material."""
-    from perfsanity.results.gate import (
-        ENV_BASELINES,
-        BaselinesFile,
-        GateConfig,
-        default_baselines_path,
-        evaluate,
-        resolve_gate_config,
-    )
-    from perfsanity.results.history import JOB_META_FILE, JobMeta, keys_for_run
-    from perfsanity.results.junit import write_junit
-    from perfsanity.results.report.job import GATE_FILE, RESULTS_FILE, read_results
-
-    out = out or sys.stdout
-    if no_history and history:
-        raise ConfigError(None, "--history", "cannot be combined with --no-history")
-    run = read_results(job_dir / RESULTS_FILE)
-    meta_path = job_dir / JOB_META_FILE
-    if not meta_path.exists() and not no_history:
-        raise ConfigError(str(meta_path), "", "file not found: it carries the match keys that select the "
-                          "history (written by the launcher); use --no-history to gate on pinned baselines only")
-    meta = JobMeta.read(meta_path) if meta_path.exists() else None
-    section = GateConfig.from_section(meta.gate, file=str(meta_path)) if meta and meta.gate else None
-    if baselines_file is not None:
-        baselines = BaselinesFile.load(baselines_file)
-    elif os.environ.get(ENV_BASELINES):
-        baselines = BaselinesFile.load(default_baselines_path())
-    else:
-        default = default_baselines_path()
-        baselines = BaselinesFile.load(default) if default.exists() else None
-    config = resolve_gate_config(run.config_name, section=section, baselines=baselines)
-    now = meta.timestamp if meta and meta.timestamp else datetime.now(UTC)
-    keys = keys_for_run(meta, run) if meta else None
-    store = None if no_history else _open_store(history, must_exist=False)
-    try:
-        report = evaluate(run, config=config, pre_merge=pre_merge, history=store, keys=keys, now=now)
-        report.write(job_dir / GATE_FILE)
-        junit_path = write_junit(junit or job_dir / GATE_JUNIT_FILE, config_name=run.config_name, report=report)
-        _print_gate(report, out)
-        print(f"wrote {job_dir / GATE_FILE} and {junit_path}", file=out)
-        if store is not None and meta is not None and record:
-            _record(store, job_dir, run, meta, report,
-                    post_merge=(not pre_merge) if post_merge is None else post_merge, upload=upload)
-    finally:
-        if store is not None:
-            store.close()
-    return report
-
-
 def cmd_gate(args: argparse.Namespace) -> int:
     from perfsanity.results.gate import GateFailed, Verdict
 
@@ -470,54 +361,6 @@ def cmd_gate(args: argparse.Namespace) -> int:
         names = ", ".join(v.name for v in report.regressions)
         raise GateFailed(f"perf regression (pre-merge): {names}")
     return 0
-
-
-def _record(store: Any, job_dir: Path, run: Any, meta: Any, report: Any, *, post_merge: bool,
-            upload: bool) -> None:
-    from perfsanity.results.history import keys_for_run
-    from perfsanity.results.upload import config_from_env, upload_records
-
-    marker = job_dir / RECORDED_FILE
-    if marker.exists():
-        try:
-            previous = json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError):
-            previous = {}
-        if previous.get("history") == store.masked_url:
-            print(f"already recorded in {store.masked_url} (records {previous.get('ids')}); not adding again")
-            return
-    ids = store.add_run(keys_for_run(meta, run), run, meta.run_meta(post_merge=post_merge))
-    by_conc = report.by_concurrency()
-    for rid, res in zip(ids, run.results, strict=True):
-        verdicts = {m: v.verdict.value for m, v in by_conc.get(res.concurrency, {}).items()}
-        if verdicts:
-            store.set_gate_verdicts(rid, verdicts)
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps({"history": store.masked_url, "ids": ids}) + "\n")
-    tmp.replace(marker)
-    print(f"recorded {len(ids)} record(s) in {store.masked_url}")
-    target = config_from_env() if upload else None
-    if target is not None:
-        records = [store.get(i) for i in ids]
-        try:
-            n = upload_records(records, target)
-            print(f"uploaded {n} document(s) to {target.display_url}")
-        except PerfsanityError as exc:  # the gate verdict stands; the upload is best effort
-            print(f"perfsanity: warning: {exc}", file=sys.stderr)
-
-
-def _print_gate(report: Any, out: TextIO) -> None:
-    rows, colors = [], []
-    color_of = {"WARN": "33", "FAIL": "31", "PASS": "32"}
-    for v in sorted(report.verdicts, key=lambda x: (x.concurrency, x.metric)):
-        delta = "-" if v.delta_pct is None else f"{v.delta_pct:+.1f}%"
-        rows.append([str(v.concurrency), v.metric, _num(v.value), _num(v.baseline), v.baseline_source, delta,
-                     f"{v.threshold_pct:g}%", v.verdict.value])
-        colors.append(color_of.get(v.verdict.value))
-    print(report.summary(), file=out)
-    if rows:
-        print_table(["conc", "metric", "value", "baseline", "source", "delta", "threshold", "verdict"], rows, out,
-                    colors=colors, right_from=2)
 
 
 # -------------------------------------------------------------------------------------------- trend
@@ -554,7 +397,7 @@ def cmd_trend(args: argparse.Namespace) -> int:
                                                min_history_days=min(config.min_history_days, args.since)))
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", args.config).strip("._") or "config"
     out = args.out or Path(f"trend_{safe}.html")
-    with _open_store(args.history, must_exist=True) as store:
+    with open_store(args.history, must_exist=True) as store:
         write_trend_report(store, args.config, out, config=config, metrics=args.metric)
     print(f"wrote {out}")
     return 0

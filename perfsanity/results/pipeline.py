@@ -40,8 +40,8 @@ def finalize_job(job_dir: Path, result: RunResult, environ: dict[str, str] | Non
     report = None
     gate_ok = True
     if result.results:
-        from perfsanity.cli.main import gate_job
         from perfsanity.results.gate import Verdict
+        from perfsanity.results.gating import gate_job
 
         log = io.StringIO()
         try:

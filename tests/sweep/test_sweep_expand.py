@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from perfsanity.cli import submit as submit_mod
 from perfsanity.common.errors import ConfigError
 from perfsanity.jobs import sweep
-from perfsanity.plan import prepare as submit_mod
 from perfsanity.plan.launch import REPO_ROOT
 
 BASE = "test_configs/disagg/perf/mocker-ctx1-gen1.yaml"  # relative to the repo

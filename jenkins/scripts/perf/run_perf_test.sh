@@ -7,4 +7,4 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); from perfsanity.bootstrap import ensure_requirements; ensure_requirements(quiet=True)' "$repo"
-exec python3 -m perfsanity.jobs.jenkins "$@"
+exec python3 -m perfsanity.cli.jenkins "$@"

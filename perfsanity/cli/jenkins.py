@@ -84,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def prepare(args: argparse.Namespace):  # noqa: ANN201 - PreparedJob
     """Write the L0 input files and launch.sh into the workspace (validates the config)."""
-    from perfsanity.plan.prepare import build_parser, prepare_l0
+    from perfsanity.cli.submit import build_parser
+    from perfsanity.plan.prepare import prepare_l0
     from perfsanity.spec.cluster import cluster_from_env_or_arg
 
     ws = args.workspace

@@ -1,0 +1,99 @@
+"""``submit.py``'s command line: direct mode (--dry-run / --local / --submit / --sweep) and L0 mode
+(TensorRT-LLM's Jenkins flags). Argument parsing and dispatch only; the work is in
+:mod:`perfsanity.plan.prepare` (job directory) and :mod:`perfsanity.jobs` (running it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from perfsanity.common.errors import PerfsanityError
+from perfsanity.plan.launch import REPO_ROOT
+from perfsanity.plan.prepare import DEFAULT_CONFIG, default_out_dir, parse_set, prepare_direct, prepare_l0
+from perfsanity.spec.cluster import cluster_from_env_or_arg
+
+L0_FLAGS = ("llm_src", "test_list", "draft_launch_sh", "launch_sh", "run_sh", "install_sh", "script_prefix", "srun_args")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="submit.py",
+        description="Validate a perf test config, write its job directory (launch.sh, resolved config) "
+        "and dry-run it, run it on this machine (--local) or sbatch it (--submit).",
+    )
+    direct = p.add_argument_group("direct mode")
+    direct.add_argument("--config", help=f"test config YAML (default: {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
+    direct.add_argument("--cluster", help="cluster defaults YAML (default: $PERFSANITY_CLUSTER)")
+    direct.add_argument("--out", help="job directory (default: out/<config>-<timestamp>)")
+    direct.add_argument("--mode", choices=["e2e", "gen_only", "gen_only_no_context"], help="override benchmark.mode")
+    direct.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set benchmark.concurrency_list='1 8' (repeatable)")
+    what = direct.add_mutually_exclusive_group()
+    what.add_argument("--dry-run", action="store_true", help="write the job directory and stop (default)")
+    what.add_argument("--local", action="store_true", help="run every role as a local process, no SLURM")
+    what.add_argument("--submit", action="store_true", help="sbatch launch.sh and write jobid.json")
+    direct.add_argument("--sweep", metavar="FILE", help="expand a sweep file into one job per point (docs/sweeps.md)")
+    direct.add_argument("--max-jobs", type=int, default=None, help="with --sweep: submit at most N points")
+    direct.add_argument("--retries", type=int, default=0,
+                        help="with --sweep --submit: resubmit a point after an infrastructure failure (NODE_FAIL…)")
+    direct.add_argument("--wait", action="store_true", help="with --submit: wait for the job and exit with its verdict")
+    l0 = p.add_argument_group("L0 mode (TensorRT-LLM Jenkins flags)")
+    l0.add_argument("--run-ci", action="store_true", help="running in CI: record results as post-merge")
+    l0.add_argument("--llm-src", help="source checkout the job runs from")
+    l0.add_argument("--test-list", help="file with one perf/test_perf_sanity.py::test_e2e[...] line")
+    l0.add_argument("--draft-launch-sh", help="draft launch logic appended to launch.sh")
+    l0.add_argument("--launch-sh", help="where to write launch.sh")
+    l0.add_argument("--run-sh", help="per-role run script (slurm_run.sh)")
+    l0.add_argument("--install-sh", help="per-node install script (slurm_install.sh)")
+    l0.add_argument("--script-prefix", help="file with the #SBATCH lines and exports")
+    l0.add_argument("--srun-args", help="file with srun arguments, one per line")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args, parser)
+    except PerfsanityError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    cluster = cluster_from_env_or_arg(args.cluster)
+    l0_given = [f for f in L0_FLAGS if getattr(args, f)]
+    if l0_given:
+        missing = [f"--{f.replace('_', '-')}" for f in L0_FLAGS if not getattr(args, f)]
+        if missing:
+            parser.error(f"L0 mode needs all nine flags; missing {' '.join(missing)}")
+        job = prepare_l0(args, cluster)
+        job.write()
+        print(job.summary())
+        return 0
+    if args.sweep:
+        from perfsanity.jobs.sweep import run_sweep_cli
+
+        return run_sweep_cli(args, cluster)
+    config_path = Path(args.config) if args.config else DEFAULT_CONFIG
+    out = Path(args.out) if args.out else default_out_dir(config_path)
+    job = prepare_direct(config_path, out, cluster=cluster, mode=args.mode, overrides=parse_set(args.set) or None)
+    job.write()
+    print(job.summary())
+    if args.local:
+        from perfsanity.run.local import run_local
+
+        return run_local(job)
+    if args.submit:
+        from perfsanity.jobs.submit import submit_job
+
+        return submit_job(job, wait=args.wait)
+    return 0
+
+
