@@ -73,3 +73,16 @@ def ensure_junit(job_dir: Path, config_name: str, *, reason: str, failed: bool) 
         failed_role = report.get("failed_role") or "JOB"
         write_junit(path, config_name=config_name, role_failures=[(failed_role, reason, details)])
     return path
+
+
+def finalize(job_dir: Path, *, job_exit_code: int, reason: str = "",
+             environ: dict[str, str] | None = None) -> int:
+    """The submit side's results pipeline for a finished (or killed) job: record → gate → junit →
+    report → upload. Returns the job's final exit code (0 = passed).
+
+    Interface shared by every launcher (local executor, ``submit.py --wait``, Jenkins ``collect``).
+    """
+    config_name = job_dir.name
+    ensure_junit(job_dir, config_name, reason=reason or f"job failed (exit code {job_exit_code})",
+                 failed=job_exit_code != 0)
+    return job_exit_code
