@@ -7,6 +7,10 @@ launch.sh exports (see :func:`perfsanity.plan.launch.job_exports`).
 
 Coordination is by files in the job's rendezvous dir (:mod:`perfsanity.run.rendezvous`); every wait is
 bounded by the config's ``timeouts`` and aborts at once when another role reports a failure.
+
+What differs between engines (job services, whether the router waits for worker addresses, the
+served model name, a default model) is asked of the backend's declared capabilities
+(:class:`perfsanity.engines.base.Backend`), never derived from its name.
 """
 
 from __future__ import annotations
