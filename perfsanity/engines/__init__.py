@@ -1,6 +1,10 @@
 """Engine backends: one module each behind :class:`perfsanity.engines.base.Backend`.
 
-Adding a backend = one new module + one line in ``_REGISTRY``; role code never changes.
+Adding a backend = one new module (a ``BACKEND`` instance of a
+:class:`~perfsanity.engines.base.BackendBase` subclass, overriding the capabilities that differ from
+the defaults) + one line in ``_REGISTRY`` (and the name in ``perfsanity.spec.config.Backend``, which
+cannot import this package; ``tests/backends/test_conformance.py`` fails when the two differ). Role,
+install, launch and test-case code never change: they ask the backend's declared capabilities.
 """
 
 from __future__ import annotations
@@ -16,10 +20,6 @@ _REGISTRY = {
     "dynamo-mocker": "perfsanity.engines.dynamo_mocker",
 }
 
-# srun tasks per server: MPI engines (TensorRT-LLM) run one rank per GPU, others one per node.
-MPI_RANK_PER_GPU = {"trtllm": True, "sglang": False, "dynamo-sglang": False, "dynamo-mocker": False}
-
-
 def get_backend(name: str) -> Backend:
     """The backend object for ``metadata.backend``."""
     try:
@@ -30,12 +30,6 @@ def get_backend(name: str) -> Backend:
 
 
 def names() -> tuple[str, ...]:
+    """Every registered backend name, in registry order."""
     return tuple(_REGISTRY)
 
-
-def served_model_name(config, model_path: str) -> str:  # noqa: ANN001 - Config (import cycle)
-    """The model name clients send: Dynamo and SGLang serve ``metadata.model_name`` (their workers are
-    given ``--served-model-name``); trtllm-serve serves the model path it was started with."""
-    if config.metadata.backend == "trtllm":
-        return model_path
-    return config.metadata.model_name

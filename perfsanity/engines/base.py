@@ -7,14 +7,21 @@ itself (role code writes the files and starts the process), so every backend is 
 Ports: a backend passes port 0 wherever its engine can bind an ephemeral port; the role then finds
 the real port among the process tree's listening sockets (``perfsanity.common.ports``) by probing
 ``health_path``. No port is ever probed-then-released.
+
+Capabilities: everything code outside ``perfsanity.engines`` may ask a backend (ranks per GPU, whether
+it needs GPUs, job services, discovery, the served model name, a default model, the tools to install)
+is a declared member of :class:`Backend`, with its default in :class:`BackendBase`; nothing outside
+this package checks a backend's name or probes for optional attributes.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from types import MappingProxyType
+from typing import ClassVar, Protocol
 
 from perfsanity.spec.config import Config
 from perfsanity.spec.topology import Placement
@@ -75,12 +82,41 @@ class ServerSpec:
 
 
 class Backend(Protocol):
-    """One engine family. Implementations are module-level ``BACKEND`` objects."""
+    """One engine family. Implementations are module-level ``BACKEND`` objects, instances of a
+    :class:`BackendBase` subclass (which holds the default of every capability below).
 
+    Role, install, launch and test-case code ask these members instead of checking backend names,
+    so adding a backend touches only its module and the registry line in :mod:`perfsanity.engines`.
+    """
+
+    #: the ``metadata.backend`` value (a key of the registry and of ``perfsanity.spec.config.Backend``)
     name: str
     #: names of perfsanity.engines.tooling envs this backend needs installed on each node (GPU engines: none,
     #: the container provides them)
     tools: tuple[str, ...]
+    #: srun tasks per server: True = one MPI rank per GPU (TensorRT-LLM), False = one task per node
+    ranks_per_gpu: bool
+    #: False = runs on a machine without GPUs (the CPU stand-in); its test cases run locally
+    needs_gpu: bool
+    #: True = the router is started with the workers' published addresses (it waits for them);
+    #: False = it finds the workers itself (file discovery) and starts with them
+    router_needs_worker_addresses: bool
+    #: job service name -> env var: every server process gets ENV_VAR=<value the service published>
+    service_env: Mapping[str, str]
+
+    def services(self, host: str) -> Mapping[str, ServerSpec]:
+        """Job-wide helper processes, started by DISAGG_SERVER before it waits for workers; the first
+        line each prints is published in the rendezvous dir as the service's value."""
+        ...
+
+    def served_model_name(self, config: Config, model_path: str) -> str:
+        """The model name clients send in requests."""
+        ...
+
+    def default_model_path(self) -> str | None:
+        """The model/tokenizer dir used when ``environment.model_path`` is empty (None: it is required).
+        May prepare the directory (the one capability that does I/O); called by roles and install."""
+        ...
 
     def worker(self, ctx: WorkerContext) -> ServerSpec:
         """The ctx/gen (or aggregated ``server``) process of ``ctx.placement``."""
@@ -90,10 +126,33 @@ class Backend(Protocol):
         """The disaggregated router (DISAGG_SERVER) in front of the workers."""
         ...
 
-    # Optional, for backends that need job-wide helper processes (see dynamo_mocker):
-    #   services(host) -> {name: ServerSpec}: started by DISAGG_SERVER before it waits for workers;
-    #       the first line each prints is published in the rendezvous dir as the service's value.
-    #   service_env: {name: ENV_VAR}: every server process gets ENV_VAR=<value of service name>.
+
+class BackendBase(ABC):
+    """The defaults of every :class:`Backend` capability: a GPU engine, one task per node, no tools,
+    no job services, a router that needs the workers' addresses, clients sending ``metadata.model_name``
+    and a required ``environment.model_path``. A backend overrides only what differs."""
+
+    name: ClassVar[str]
+    tools: tuple[str, ...] = ()
+    ranks_per_gpu: bool = False
+    needs_gpu: bool = True
+    router_needs_worker_addresses: bool = True
+    service_env: Mapping[str, str] = MappingProxyType({})
+
+    def services(self, host: str) -> Mapping[str, ServerSpec]:
+        return {}
+
+    def served_model_name(self, config: Config, model_path: str) -> str:
+        return config.metadata.model_name
+
+    def default_model_path(self) -> str | None:
+        return None
+
+    @abstractmethod
+    def worker(self, ctx: WorkerContext) -> ServerSpec: ...
+
+    @abstractmethod
+    def router(self, ctx: RouterContext) -> ServerSpec: ...
 
 
 def cli_flags(options: Mapping[str, object], *, skip: tuple[str, ...] = ()) -> list[str]:

@@ -15,8 +15,10 @@ answers 200 once its ``generate`` endpoint is ready (``DYN_SYSTEM_USE_ENDPOINT_H
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from perfsanity.engines import zmq_broker
-from perfsanity.engines.base import RouterContext, ServerSpec, WorkerContext, cli_flags
+from perfsanity.engines.base import BackendBase, RouterContext, ServerSpec, WorkerContext, cli_flags
 
 # typed parallelism keys describe the (simulated) deployment's GPUs; the mocker takes none of them
 _HARNESS_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "context_parallel_size",
@@ -41,18 +43,26 @@ def dynamo_env(host: str, discovery_dir: str) -> dict[str, str]:
     }
 
 
-class DynamoMockerBackend:
+class DynamoMockerBackend(BackendBase):
     name = "dynamo-mocker"
     tools = ("dynamo",)
+    #: simulated compute: runs on any machine, so its test cases run locally
+    needs_gpu = False
     #: the frontend discovers workers through the shared discovery dir: it starts with them
     router_needs_worker_addresses = False
     #: job service -> env var: every worker and the frontend connect to the job's event-plane broker
-    service_env = {"zmq_broker": "DYN_ZMQ_BROKER_URL"}
+    service_env = MappingProxyType({"zmq_broker": "DYN_ZMQ_BROKER_URL"})
 
     def services(self, host: str) -> dict[str, ServerSpec]:
         """The event-plane broker, started by DISAGG_SERVER before the workers start."""
         argv = ("python3", zmq_broker.__file__, host)
         return {"zmq_broker": ServerSpec(argv=argv, tool="dynamo")}
+
+    def default_model_path(self) -> str:
+        """The tiny offline model (:mod:`perfsanity.engines.model_assets`), generated once if missing."""
+        from perfsanity.engines.model_assets import ensure_tiny_model
+
+        return str(ensure_tiny_model())
 
     def worker(self, ctx: WorkerContext) -> ServerSpec:
         kind = ctx.placement.kind

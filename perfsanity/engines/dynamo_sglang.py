@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 
 from perfsanity.engines import sglang
-from perfsanity.engines.base import RouterContext, ServerSpec, WorkerContext, cli_flags
+from perfsanity.engines.base import BackendBase, RouterContext, ServerSpec, WorkerContext, cli_flags
 from perfsanity.spec.config import Config
 
 CONFIG_FILE = "engine/sglang_config.yaml"
@@ -91,9 +91,8 @@ def require_disagg(config: Config) -> None:
                          "(an aggregated dynamo worker has no HTTP endpoint without a frontend)")
 
 
-class DynamoSglangBackend:
+class DynamoSglangBackend(BackendBase):
     name = "dynamo-sglang"
-    tools: tuple[str, ...] = ()
     #: the frontend discovers workers through the shared discovery dir: it starts with them
     router_needs_worker_addresses = False
 

@@ -42,7 +42,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from perfsanity.engines.base import RouterContext, ServerSpec, WorkerContext, cli_flags
+from perfsanity.engines.base import BackendBase, RouterContext, ServerSpec, WorkerContext, cli_flags
 from perfsanity.spec.config import Config, WorkerConfig
 from perfsanity.spec.topology import Placement, build_topology
 
@@ -154,9 +154,8 @@ def prefill_bootstrap_ports(config: Config, roles: list[str]) -> list[int]:
     return [bootstrap_port(options, topology.role(role)) for role in roles]
 
 
-class SglangBackend:
+class SglangBackend(BackendBase):
     name = "sglang"
-    tools: tuple[str, ...] = ()
 
     def worker(self, ctx: WorkerContext) -> ServerSpec:
         config, placement = ctx.config, ctx.placement

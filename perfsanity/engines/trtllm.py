@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from perfsanity.engines.base import RouterContext, ServerSpec, WorkerContext
+from perfsanity.engines.base import BackendBase, RouterContext, ServerSpec, WorkerContext
 from perfsanity.spec.config import Config, WorkerConfig
 
 #: keys of a worker section that describe the test, not the engine (TensorRT-LLM's
@@ -148,9 +148,14 @@ def numa_bind(config: Config) -> list[str]:
     return list(NUMA_BIND_ARGV)
 
 
-class TrtllmBackend:
+class TrtllmBackend(BackendBase):
     name = "trtllm"
-    tools: tuple[str, ...] = ()
+    #: trtllm-serve runs one MPI rank per GPU (srun starts one task per GPU)
+    ranks_per_gpu = True
+
+    def served_model_name(self, config: Config, model_path: str) -> str:
+        """trtllm-serve serves the model path it was started with (no ``--served-model-name``)."""
+        return model_path
 
     def worker(self, ctx: WorkerContext) -> ServerSpec:
         config, placement = ctx.config, ctx.placement

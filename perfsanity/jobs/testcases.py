@@ -13,13 +13,19 @@ from pathlib import Path
 
 import pytest
 
+from perfsanity import engines
 from perfsanity.common.errors import PerfsanityError
 from perfsanity.plan.launch import REPO_ROOT
+from perfsanity.spec.config import Metadata
 from perfsanity.spec.testlist import parse_test_id
 
 CONFIGS_ROOT = REPO_ROOT / "test_configs"
-LOCAL_BACKENDS = ("dynamo-mocker",)  # backends that run on this machine (no GPU)
 LOCAL_MODES = ("e2e",)
+
+
+def runs_locally(backend: str | None) -> bool:
+    """A backend that needs no GPU (``Backend.needs_gpu``): its cases run on this machine."""
+    return backend in engines.names() and not engines.get_backend(backend).needs_gpu
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ def all_cases(root: Path = CONFIGS_ROOT, environ: Mapping[str, str] | None = Non
             for mode in modes:
                 prefix = f"{kind}_upload-" + (f"{mode}-" if mode else "")
                 case = Case(prefix + path.stem, kind, mode, path)
-                marks = [pytest.mark.slow] if _backend_of(path) in LOCAL_BACKENDS else []
+                marks = [pytest.mark.slow] if runs_locally(_backend_of(path)) else []
                 cases.append(pytest.param(case, id=case.test_id, marks=marks))
     if job_id and job_config and job_id not in {c.values[0].test_id for c in cases}:
         sel = parse_test_id(job_id)
@@ -67,7 +73,7 @@ def _backend_of(path: Path) -> str | None:
 
     try:
         data = yaml.safe_load(path.read_text()) or {}
-        return (data.get("metadata") or {}).get("backend", "trtllm")
+        return (data.get("metadata") or {}).get("backend", Metadata.model_fields["backend"].default)
     except (OSError, yaml.YAMLError):
         return None
 
@@ -99,7 +105,7 @@ def _run_locally(case: Case) -> None:
     sel = parse_test_id(case.test_id)
     config = load_config(case.config_path)
     backend = config.metadata.backend
-    if backend not in LOCAL_BACKENDS:
+    if not runs_locally(backend):
         pytest.skip(f"backend {backend} needs GPUs; run it on a cluster with "
                     f"`python3 submit.py --config {case.config_path.relative_to(REPO_ROOT)} --submit`")
     if (sel.mode or config.benchmark.mode) not in LOCAL_MODES:

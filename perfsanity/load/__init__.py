@@ -1,7 +1,10 @@
 """Benchmark clients (load generators): one module each behind :class:`perfsanity.load.base.BenchmarkClient`.
 
-Adding a client = one new module with a module-level ``CLIENT`` + one line in ``_REGISTRY`` (and the
-name in ``perfsanity.spec.config.Client``).
+Adding a client = one new module with a module-level ``CLIENT`` (an instance of a
+:class:`~perfsanity.load.base.ClientBase` subclass) + one line in ``_REGISTRY`` (and the name in
+``perfsanity.spec.config.Client``, which cannot import this package;
+``tests/clients/test_clients_registry.py`` fails when the two differ). The BENCHMARK role and the install
+step ask the client's declared capabilities (``tool``), never its name.
 """
 
 from __future__ import annotations
@@ -27,4 +30,5 @@ def get_client(name: str) -> BenchmarkClient:
 
 
 def names() -> tuple[str, ...]:
+    """Every registered client name, in registry order."""
     return tuple(_REGISTRY)

@@ -31,6 +31,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from perfsanity.load.base import (
+    ClientBase,
     ClientCommand,
     ClientOutputError,
     ClientRun,
@@ -138,7 +139,7 @@ class AiperfRecord(BaseModel):
     error: AiperfRecordError | None = None
 
 
-class AiperfClient:
+class AiperfClient(ClientBase):
     name = "aiperf"
     tool = "aiperf"
 

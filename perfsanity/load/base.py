@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -69,9 +70,14 @@ class ClientCommand:
 
 
 class BenchmarkClient(Protocol):
-    """One load generator. Implementations are module-level ``CLIENT`` objects."""
+    """One load generator. Implementations are module-level ``CLIENT`` objects, instances of a
+    :class:`ClientBase` subclass (which holds the default of every capability below)."""
 
+    #: the ``benchmark.client`` value (a key of the registry and of ``perfsanity.spec.config.Client``)
     name: str
+    #: the perfsanity.engines.tooling env this client runs from, installed on each node by the install
+    #: step (None: the client is on PATH, e.g. in the engine's container)
+    tool: str | None
 
     def command(self, run: ClientRun) -> ClientCommand:
         """The process that benchmarks ``run`` and writes its results into ``run.out_dir``."""
@@ -80,6 +86,19 @@ class BenchmarkClient(Protocol):
     def parse(self, run: ClientRun) -> ConcurrencyResult:
         """Read what :meth:`command` wrote in ``run.out_dir``; raise ClientOutputError when it is unusable."""
         ...
+
+
+class ClientBase(ABC):
+    """The defaults of every :class:`BenchmarkClient` capability: no tool env (the client is on PATH)."""
+
+    name: ClassVar[str]
+    tool: str | None = None
+
+    @abstractmethod
+    def command(self, run: ClientRun) -> ClientCommand: ...
+
+    @abstractmethod
+    def parse(self, run: ClientRun) -> ConcurrencyResult: ...
 
 
 # ---------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import json
 from pydantic import BaseModel, ConfigDict, Field
 
 from perfsanity.load.base import (
+    ClientBase,
     ClientCommand,
     ClientOutputError,
     ClientRun,
@@ -72,7 +73,7 @@ class SglangResult(BaseModel):
     p99_e2e_latency_ms: float | None = None
 
 
-class SglangBenchClient:
+class SglangBenchClient(ClientBase):
     name = "sglang-bench-serving"
     module = "sglang.bench_serving"
 
@@ -103,7 +104,7 @@ class SglangBenchClient:
         ]
         if not run.streaming:
             argv.append("--disable-stream")
-        return ClientCommand(argv=tuple(argv), tool=None)
+        return ClientCommand(argv=tuple(argv), tool=self.tool)
 
     def parse(self, run: ClientRun) -> ConcurrencyResult:
         path = run.out_dir / RESULT_FILE

@@ -26,6 +26,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from perfsanity.load.base import (
+    ClientBase,
     ClientCommand,
     ClientOutputError,
     ClientRun,
@@ -77,7 +78,7 @@ class TrtllmResult(BaseModel):
     p99_e2el_ms: float | None = None
 
 
-class TrtllmBenchClient:
+class TrtllmBenchClient(ClientBase):
     name = "trtllm-benchmark-serving"
     module = "tensorrt_llm.serve.scripts.benchmark_serving"
 
@@ -117,7 +118,7 @@ class TrtllmBenchClient:
             "--result-dir", str(run.out_dir),
             "--result-filename", RESULT_FILE,
         ]
-        return ClientCommand(argv=tuple(argv), tool=None)
+        return ClientCommand(argv=tuple(argv), tool=self.tool)
 
     def parse(self, run: ClientRun) -> ConcurrencyResult:
         path = run.out_dir / RESULT_FILE

@@ -1,5 +1,7 @@
 """Per-node install step: the tools a job's backend and client need (each tool installs once; other
-ranks wait on its lock, bounded), and the tiny offline model for the CPU stand-in."""
+ranks wait on its lock, bounded), and the backend's default model when the config names none (the tiny
+offline model of the CPU stand-in). What to install is asked of the backend and the client
+(``Backend.tools``, ``BenchmarkClient.tool``, ``Backend.default_model_path``), never derived from names."""
 
 from __future__ import annotations
 
@@ -11,16 +13,17 @@ from pathlib import Path
 
 from perfsanity.common.errors import PerfsanityError
 from perfsanity.engines import get_backend
+from perfsanity.load import get_client
 from perfsanity.spec.cluster import cluster_from_env_or_arg
 from perfsanity.spec.config import load_config
 
-CLIENT_TOOLS = {"aiperf": "aiperf"}
-
 
 def tools_for(backend: str, client: str) -> list[str]:
+    """The tooling envs a job of ``backend`` benchmarked with ``client`` needs, in install order."""
     tools = list(get_backend(backend).tools)
-    if client in CLIENT_TOOLS:
-        tools.append(CLIENT_TOOLS[client])
+    tool = get_client(client).tool
+    if tool is not None and tool not in tools:
+        tools.append(tool)
     return tools
 
 
@@ -36,10 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for tool in tools_for(config.metadata.backend, config.benchmark.client):
             env = ensure_tool(tool)
             print(f"[install] {tool} {env.version}: {env.python}", flush=True)
-        if config.metadata.backend == "dynamo-mocker" and not config.environment.model_path:
-            from perfsanity.engines.model_assets import ensure_tiny_model
-
-            print(f"[install] tiny model: {ensure_tiny_model()}", flush=True)
+        if not config.environment.model_path:
+            default = get_backend(config.metadata.backend).default_model_path()
+            if default is not None:
+                print(f"[install] default model: {default}", flush=True)
     except KeyError as exc:
         print(f"error: environment lacks {exc} (set by launch.sh)", file=sys.stderr)
         return 2

@@ -7,6 +7,10 @@ launch.sh exports (see :func:`perfsanity.plan.launch.job_exports`).
 
 Coordination is by files in the job's rendezvous dir (:mod:`perfsanity.run.rendezvous`); every wait is
 bounded by the config's ``timeouts`` and aborts at once when another role reports a failure.
+
+What differs between engines (job services, whether the router waits for worker addresses, the
+served model name, a default model) is asked of the backend's declared capabilities
+(:class:`perfsanity.engines.base.Backend`), never derived from its name.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ from perfsanity.common.files import write_atomic
 from perfsanity.common.ports import listening_ports
 from perfsanity.common.processes import ManagedProcess, ProcessSet, TermAsInterrupt
 from perfsanity.common.waits import Deadline, wait_until
-from perfsanity.engines import get_backend, served_model_name
-from perfsanity.engines.base import Address, RouterContext, ServerSpec, WorkerContext
+from perfsanity.engines import get_backend
+from perfsanity.engines.base import Address, Backend, RouterContext, ServerSpec, WorkerContext
 from perfsanity.run.context import SlurmContext
 from perfsanity.run.rendezvous import Rendezvous
 from perfsanity.spec import envvars
@@ -76,6 +80,11 @@ class Job:
     @property
     def discovery_dir(self) -> Path:
         return self.job_dir / "discovery"
+
+    @property
+    def backend(self) -> Backend:
+        """The engine backend of ``metadata.backend`` (its capabilities drive the role code)."""
+        return get_backend(self.config.metadata.backend)
 
 
 def job_from_env(environ: Mapping[str, str]) -> Job:
@@ -277,18 +286,15 @@ def serve(job: Job, spec: ServerSpec, kind: str, placement: Placement | None, *,
 
 def service_env(job: Job) -> dict[str, str]:
     """Env vars carrying job-service values (``Backend.service_env``), waiting (bounded) for each."""
-    backend = get_backend(job.config.metadata.backend)
     out = {}
-    for name, var in getattr(backend, "service_env", {}).items():
+    for name, var in job.backend.service_env.items():
         out[var] = job.rendezvous.wait_value(name, timeout_s=job.config.timeouts.server_ready, waiter=job.role)
     return out
 
 
 def start_services(job: Job, procs: ProcessSet) -> None:
     """Start the backend's job services (``Backend.services``) and publish the first line each prints."""
-    backend = get_backend(job.config.metadata.backend)
-    services = backend.services(job.host) if hasattr(backend, "services") else {}
-    for name, spec in services.items():
+    for name, spec in job.backend.services(job.host).items():
         argv = [envvars.expand(a, job.environ) for a in resolve_argv(spec.argv, spec.tool)]
         log_path = job.job_dir / "logs" / f"{job.role}.{name}.log"
         job.log(f"starting job service {name}: {' '.join(argv)}")
@@ -306,7 +312,6 @@ def start_services(job: Job, procs: ProcessSet) -> None:
 
 
 def run_worker(job: Job, placement: Placement) -> None:
-    backend = get_backend(job.config.metadata.backend)
     ctx = WorkerContext(
         config=job.config,
         placement=placement,
@@ -316,7 +321,7 @@ def run_worker(job: Job, placement: Placement) -> None:
         hostnames=tuple(job.slurm.nodelist if job.slurm else ()),
         discovery_dir=job.discovery_dir,
     )
-    spec = backend.worker(ctx)
+    spec = job.backend.worker(ctx)
     serve(job, spec, placement.kind, placement, ready_timeout_s=job.config.timeouts.server_ready)
 
 
@@ -335,12 +340,11 @@ def run_router(job: Job) -> None:
         if not isinstance(exc, KeyboardInterrupt):
             rdv.report_failure(job.role, failure_headline(exc), getattr(exc, "log_tail", ""))
         raise
-    backend = get_backend(job.config.metadata.backend)
-    # routers that find workers themselves (file discovery) start at once; others need the URLs
-    needs_addresses = getattr(backend, "router_needs_worker_addresses", True)
+    backend = job.backend
     try:
         addrs: dict[str, Address] = {}
-        if needs_addresses:
+        # routers that find workers themselves (file discovery) start at once; others need the URLs
+        if backend.router_needs_worker_addresses:
             job.log(f"waiting for {', '.join(workers)}")
             addrs = rdv.wait_for(workers, timeout_s=job.config.timeouts.server_ready, waiter=job.role)
         ctx = RouterContext(
@@ -362,19 +366,19 @@ def run_router(job: Job) -> None:
 
 
 def model_path(job: Job) -> str:
-    """The model/tokenizer dir: ``environment.model_path``, or the tiny offline model for the mocker."""
+    """The model/tokenizer dir: ``environment.model_path``, or the backend's default model (the tiny
+    offline model for the mocker); an error for backends without one."""
     if job.config.environment.model_path:
         return job.config.environment.model_path
-    if job.config.metadata.backend == "dynamo-mocker":
-        from perfsanity.engines.model_assets import ensure_tiny_model
-
-        return str(ensure_tiny_model())
+    default = job.backend.default_model_path()
+    if default is not None:
+        return default
     raise PerfsanityError(f"{job.config.source}: environment.model_path is required for backend "
                           f"{job.config.metadata.backend}")
 
 
 def client_model_name(job: Job) -> str:
-    return served_model_name(job.config, model_path(job))
+    return job.backend.served_model_name(job.config, model_path(job))
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:

@@ -35,8 +35,11 @@ from pydantic import (
 from perfsanity.common.errors import ConfigError
 from perfsanity.spec.envvars import EnvAssignment, parse_env_string, to_string
 
+#: ``metadata.backend`` values: the keys of ``perfsanity.engines``' registry, which this layer cannot import
+#: (tests/backends/test_conformance.py fails when the two differ)
 Backend = Literal["trtllm", "sglang", "dynamo-sglang", "dynamo-mocker"]
 Mode = Literal["e2e", "gen_only", "gen_only_no_context"]
+#: ``benchmark.client`` values: the keys of ``perfsanity.load``'s registry (same conformance test)
 Client = Literal["aiperf", "sglang-bench-serving", "trtllm-benchmark-serving"]
 Kind = Literal["disagg", "aggr"]
 
