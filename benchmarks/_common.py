@@ -298,7 +298,7 @@ def run_harness_aiperf(url: str, *, concurrency: int, num_prompts: int, out_dir:
     tool resolution, then its parser) — plus optional extra argv (e.g. ``--workers-max``)."""
     from perfsanity.load.aiperf import CLIENT, RECORDS_FILE
     from perfsanity.load.base import ClientRun
-    from perfsanity.run.roles import resolve_argv
+    from perfsanity.run.job import resolve_argv
 
     out_dir.mkdir(parents=True, exist_ok=True)
     run = ClientRun(url=url, model_name="tiny", tokenizer=tiny_model(), concurrency=concurrency,

@@ -85,7 +85,8 @@ def run_case(case: Case, environ: Mapping[str, str], tmp_path_factory) -> None: 
         want = environ.get("PERFSANITY_TEST_ID")
         if want != case.test_id:
             pytest.skip(f"this job runs {want}, not {case.test_id}")
-        from perfsanity.run.roles import job_from_env, run_role
+        from perfsanity.run.job import job_from_env
+        from perfsanity.run.roles import run_role
 
         try:
             run_role(job_from_env(environ))

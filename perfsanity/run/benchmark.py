@@ -17,7 +17,7 @@ from perfsanity.load.base import ClientRun
 from perfsanity.load.results_json import ConcurrencyResult, RunResult
 from perfsanity.load.summary import format_table
 from perfsanity.load.validity import check as validity_check
-from perfsanity.run.roles import Job, client_model_name, model_path, resolve_argv
+from perfsanity.run.job import Job, client_model_name, model_path, resolve_argv
 
 
 def front_door_roles(job: Job) -> list[str]:

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 
 from perfsanity.common.errors import PerfsanityError, RoleFailed, WaitTimeout
@@ -32,92 +30,13 @@ from perfsanity.common.files import write_atomic
 from perfsanity.common.ports import listening_ports
 from perfsanity.common.processes import ManagedProcess, ProcessSet, TermAsInterrupt
 from perfsanity.common.waits import Deadline, wait_until
-from perfsanity.engines import get_backend
-from perfsanity.engines.base import Address, Backend, RouterContext, ServerSpec, WorkerContext
-from perfsanity.run.context import SlurmContext
-from perfsanity.run.rendezvous import Rendezvous
+from perfsanity.engines.base import Address, RouterContext, ServerSpec, WorkerContext
+from perfsanity.run.job import Job, job_from_env, model_path, record_start, resolve_argv
 from perfsanity.spec import envvars
-from perfsanity.spec.cluster import cluster_from_env_or_arg
-from perfsanity.spec.config import Config, load_config
-from perfsanity.spec.testlist import parse_test_id
-from perfsanity.spec.topology import Placement, Topology, build_topology
+from perfsanity.spec.config import Config
+from perfsanity.spec.topology import Placement
 
 WORKER_KINDS = ("gen", "ctx", "server")
-
-
-@dataclass(frozen=True)
-class Job:
-    """A role's view of its job, built from the environment launch.sh exports."""
-
-    config: Config
-    topology: Topology
-    job_dir: Path
-    role: str
-    environ: Mapping[str, str]
-    slurm: SlurmContext | None
-
-    @property
-    def rendezvous(self) -> Rendezvous:
-        return Rendezvous(self.job_dir / "rendezvous")
-
-    @property
-    def host(self) -> str:
-        """Address servers bind and advertise: $PERFSANITY_HOST, else 127.0.0.1 outside SLURM, else
-        this node's address."""
-        if self.environ.get("PERFSANITY_HOST"):
-            return self.environ["PERFSANITY_HOST"]
-        if self.slurm is None:
-            return "127.0.0.1"
-        return socket.gethostbyname(socket.gethostname())
-
-    @property
-    def rank(self) -> int:
-        return self.slurm.procid if self.slurm and self.slurm.procid is not None else 0
-
-    def log(self, message: str) -> None:
-        print(f"[{self.role} {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-    @property
-    def discovery_dir(self) -> Path:
-        return self.job_dir / "discovery"
-
-    @property
-    def backend(self) -> Backend:
-        """The engine backend of ``metadata.backend`` (its capabilities drive the role code)."""
-        return get_backend(self.config.metadata.backend)
-
-
-def job_from_env(environ: Mapping[str, str]) -> Job:
-    """Build the Job of the role named by ``DISAGG_SERVING_TYPE``."""
-    role = environ.get("DISAGG_SERVING_TYPE", "")
-    missing = [k for k in ("PERFSANITY_JOB_DIR", "PERFSANITY_CONFIG", "PERFSANITY_TEST_ID") if not environ.get(k)]
-    if missing:
-        raise PerfsanityError(f"role {role or '?'}: environment lacks {', '.join(missing)} (set by launch.sh)")
-    sel = parse_test_id(environ["PERFSANITY_TEST_ID"])
-    cluster = cluster_from_env_or_arg(None, environ)
-    overrides = {"benchmark.mode": sel.mode} if sel.mode else None
-    config = load_config(environ["PERFSANITY_CONFIG"], cluster=cluster, overrides=overrides)
-    topology = build_topology(config)
-    names = [p.role for p in topology.roles]
-    if role not in names:
-        raise PerfsanityError(f"DISAGG_SERVING_TYPE={role!r} is not a role of this job ({', '.join(names)})")
-    return Job(config, topology, Path(environ["PERFSANITY_JOB_DIR"]), role, environ,
-               SlurmContext.from_env(environ))
-
-
-def record_start(job: Job) -> None:
-    """``rendezvous/<ROLE>.<rank>.started``: where this role runs (tests and triage check placement)."""
-    data = {
-        "role": job.role,
-        "rank": job.rank,
-        "node": job.slurm.node_name if job.slurm else "local",
-        "hostname": socket.gethostname(),
-        "pid": os.getpid(),
-        "slurm_job_id": job.slurm.job_id if job.slurm else None,
-        "slurm_step_id": job.slurm.step_id if job.slurm else None,
-        "time": time.time(),
-    }
-    write_atomic(job.job_dir / "rendezvous" / f"{job.role}.{job.rank}.started", json.dumps(data) + "\n")
 
 
 def run_role(job: Job) -> None:
@@ -153,19 +72,6 @@ def role_env_layers(config: Config, kind: str) -> tuple[envvars.EnvAssignment, .
     if kind == "router":
         return tuple(e.server_env_var)
     return tuple(e.benchmark_env_var)
-
-
-def resolve_argv(argv: tuple[str, ...], tool: str | None) -> list[str]:
-    """Point ``python3 -m …`` / entry-point argv at the interpreter of a perfsanity.engines.tooling env."""
-    if tool is None:
-        return list(argv)
-    from perfsanity.engines.tooling import ensure_tool
-
-    env = ensure_tool(tool)
-    if argv and argv[0] in ("python", "python3"):
-        return [str(env.python), *argv[1:]]
-    candidate = env.bin_dir / argv[0]
-    return [str(candidate), *argv[1:]] if candidate.exists() else list(argv)
 
 
 def process_env(job: Job, kind: str, spec_env: Mapping[str, str], placement: Placement | None = None) -> dict[str, str]:
@@ -363,22 +269,6 @@ def run_router(job: Job) -> None:
             rdv.report_failure(job.role, failure_headline(exc))
         raise
     serve(job, spec, "router", None, ready_timeout_s=job.config.timeouts.router_ready, procs=procs)
-
-
-def model_path(job: Job) -> str:
-    """The model/tokenizer dir: ``environment.model_path``, or the backend's default model (the tiny
-    offline model for the mocker); an error for backends without one."""
-    if job.config.environment.model_path:
-        return job.config.environment.model_path
-    default = job.backend.default_model_path()
-    if default is not None:
-        return default
-    raise PerfsanityError(f"{job.config.source}: environment.model_path is required for backend "
-                          f"{job.config.metadata.backend}")
-
-
-def client_model_name(job: Job) -> str:
-    return job.backend.served_model_name(job.config, model_path(job))
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:

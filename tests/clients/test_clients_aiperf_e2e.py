@@ -17,7 +17,7 @@ from fake_openai import FakeOpenAI
 
 from perfsanity.load.aiperf import CLIENT as AIPERF
 from perfsanity.load.validity import check
-from perfsanity.run.roles import resolve_argv
+from perfsanity.run.job import resolve_argv
 
 ISL, OSL, N, CONC, WARMUP = 32, 16, 12, 3, 1
 

@@ -21,8 +21,9 @@ from perfsanity.common.ports import listening_ports, listening_sockets
 from perfsanity.common.processes import ManagedProcess, ProcessSet
 from perfsanity.common.waits import wait_until
 from perfsanity.engines.base import Address, ServerSpec
+from perfsanity.run.job import Job
 from perfsanity.run.rendezvous import Rendezvous
-from perfsanity.run.roles import Job, discover_address, serve
+from perfsanity.run.roles import discover_address, serve
 from perfsanity.run.triage import triage
 from perfsanity.spec.config import load_config
 from perfsanity.spec.topology import build_topology
