@@ -157,7 +157,10 @@ class Supervisor:
 
     def install(self, hosts: tuple[str, ...]) -> None:
         """The install step, once per node, bounded by ``timeouts.install`` (and the job's deadline)."""
-        bound = Deadline(self.deadline.cap(self.ctx.install_timeout), "install step")
+        limit, what = self.ctx.install_timeout, "timeouts.install"
+        if self.deadline.remaining < limit:
+            limit, what = self.deadline.remaining, "slurm.timeout"
+        bound = Deadline(limit, "install step")
         self.log(f"install step (bounded by timeouts.install={self.ctx.install_timeout:g}s)")
         proc = self._start("install", lambda: self.spawner.start_install(self.procs, hosts))
         while proc.poll() is None and not bound.expired:
@@ -165,7 +168,7 @@ class Supervisor:
         log = self.ctx.job_dir / "logs" / "install.log"
         if proc.poll() is None:
             proc.stop(self.ctx.shutdown_timeout / 2)
-            raise StageFailed(1, f"install step failed: still running after {bound.seconds:g}s (see {log})")
+            raise StageFailed(1, f"install step failed: still running after {limit:.3g}s ({what}; see {log})")
         if proc.poll() != 0:
             raise StageFailed(1, f"install step failed with exit code {proc.poll()} (see {log})")
 
