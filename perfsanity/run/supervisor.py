@@ -183,12 +183,13 @@ class Supervisor:
         """(verdict, whether the servers can be left to stop by themselves)."""
         ctx = self.ctx
         bench = self.started[BENCHMARK]
+        ended_ok: set[str] = set()
         while True:
             # a role failing is looked at first: seen in the same poll as the benchmark's exit, it came first
             failed = next(((role, p.poll()) for role, p in self.started.items()
                            if role not in (BENCHMARK, "install") and p.poll() not in (None, 0)), None)
             if failed is not None:
-                role, rc = failed
+                role, rc = failed[0], exit_code(failed[1])
                 self.log(f"{role} failed with exit code {rc}; giving BENCHMARK up to {ctx.shutdown_timeout:g}s "
                          "to record it")
                 grace = Deadline(ctx.shutdown_timeout, "BENCHMARK to record the failure")
@@ -197,11 +198,15 @@ class Supervisor:
                 if bench.poll() is None:
                     self.log(f"BENCHMARK still running after {ctx.shutdown_timeout:g}s")
                 self._triage(f"{role} failed with exit code {rc}")
-                return (bench.poll() or 1), False
+                return (exit_code(bench.poll()) or 1), False
             if bench.poll() is not None:
                 self._pump()
-                self.log(f"BENCHMARK finished with exit code {bench.poll()}")
-                return bench.poll() or 0, True
+                self.log(f"BENCHMARK finished with exit code {exit_code(bench.poll())}")
+                return exit_code(bench.poll()), True
+            for role, p in self.started.items():
+                if p.poll() == 0 and role not in ("install", *ended_ok):
+                    ended_ok.add(role)
+                    self.log(f"{role} exited 0")
             if self.deadline.expired:
                 raise StageFailed(1, f"job exceeded slurm.timeout={ctx.job_timeout:g}s; stopping every step")
             self._tick()
@@ -229,7 +234,10 @@ class Supervisor:
         print(f"[{self.ctx.label} {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
     def _start(self, name: str, start: Callable[[], ManagedProcess]) -> ManagedProcess:
-        proc = start()
+        try:
+            proc = start()
+        except OSError as exc:  # e.g. no srun on PATH
+            raise StageFailed(1, f"cannot start the {name} step: {exc}") from None
         self.started[name] = proc
         self._echo_pos[name] = _size(proc.log_path)  # its "[perfsanity] start" header repeats the line below
         role = f"DISAGG_SERVING_TYPE={name} " if name != "install" else ""
@@ -292,6 +300,13 @@ class Supervisor:
         finally:
             for sig, previous in old.items():
                 signal.signal(sig, previous)  # type: ignore[arg-type]
+
+
+def exit_code(returncode: int | None) -> int:
+    """A process's exit code as a shell reports it: killed by signal N -> 128 + N."""
+    if returncode is None:
+        return 1
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def _size(path: Path) -> int:

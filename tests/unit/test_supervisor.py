@@ -250,3 +250,25 @@ def test_the_local_executor_treats_term_as_an_interrupt(ctx, capsys) -> None:
     out = capsys.readouterr().out
     assert "[local " in out and "=== perfsanity triage" not in out  # the local executor prints it at the end
     assert report(ctx)["reason"].startswith("job received SIGTERM")
+
+
+# ------------------------------------------------------------------ exit codes
+
+
+def test_a_step_killed_by_a_signal_reports_128_plus_n(ctx, capsys) -> None:
+    spawner = FakeSpawner(ctx.job_dir, {"BENCHMARK": "kill -KILL $$"})
+    assert supervise(ctx, spawner)[0] == 128 + signal.SIGKILL
+    assert f"BENCHMARK finished with exit code {128 + signal.SIGKILL}" in capsys.readouterr().out
+
+
+def test_a_step_that_cannot_start_fails_the_job_and_stops_the_others(ctx, capsys) -> None:
+    class NoSrun(FakeSpawner):
+        def start_role(self, procs, step, hosts):
+            if step.role == "BENCHMARK":
+                raise FileNotFoundError(2, "No such file or directory", "srun")
+            return super().start_role(procs, step, hosts)
+
+    spawner = NoSrun(ctx.job_dir, {"GEN_0": FOREVER, "CTX_0": FOREVER})
+    assert supervise(ctx, spawner)[0] == 1
+    assert not spawner.alive()
+    assert report(ctx)["reason"].startswith("cannot start the BENCHMARK step: [Errno 2] No such file")
