@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     job.write()
     print(job.summary())
     if args.local:
-        from perfsanity.run.local import run_local
+        from perfsanity.jobs.local import run_local
 
         return run_local(job)
     if args.submit:

@@ -836,7 +836,7 @@ def submit_sweep(out_dir: Path, manifest: dict[str, Any], jobs: Mapping[str, Pre
 def run_sweep_local(out_dir: Path, manifest: dict[str, Any], jobs: Mapping[str, PreparedJob], *,
                     progress: Progress | None = None) -> int:
     """Run the points one after another on this machine (skipping those that already passed here)."""
-    from perfsanity.run.local import run_local
+    from perfsanity.jobs.local import run_local
 
     progress = progress or Progress()
     worst = 0

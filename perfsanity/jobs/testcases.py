@@ -99,8 +99,8 @@ def run_case(case: Case, environ: Mapping[str, str], tmp_path_factory) -> None: 
 
 
 def _run_locally(case: Case) -> None:
+    from perfsanity.jobs.local import run_local
     from perfsanity.plan.prepare import prepare_direct
-    from perfsanity.run.local import run_local
     from perfsanity.spec.config import load_config
 
     sel = parse_test_id(case.test_id)

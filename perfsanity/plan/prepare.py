@@ -214,7 +214,7 @@ def prepare_l0(args: argparse.Namespace, cluster: ClusterDefaults | None) -> Pre
     except OSError as exc:
         raise ConfigError(args.srun_args, "", f"cannot read --srun-args file: {exc}") from None
     test_id = config.test_id(sel.mode) if sel.kind == "disagg" else config.test_id()
-    extra = {**_cluster_export(cluster), **({"PERFSANITY_RUN_CI": 1} if args.run_ci else {})}
+    extra = {**_cluster_export(cluster), **({"PERFSANITY_RUN_CI": 1} if args.run_ci else {}), "PERFSANITY_FINALIZE_IN_JOB": 1}
     text = render_launch_sh(
         config, topology, paths, prefix_text=prefix, srun_args=srun_args, draft_text=draft,
         test_id=test_id, extra_exports=extra,

@@ -1,7 +1,8 @@
 """Triage: what failed and the evidence, gathered from a job dir into ``report.json`` and stdout.
 
-Called by the draft's TERM trap (scancel, time limit), by the local launcher and by the benchmark's
-finalisation. Everything it writes is redacted.
+Called by the supervisor (perfsanity.run.supervisor) when it ends a job itself (a role failed first,
+allocation, install, deadline, SIGTERM from scancel or the time limit), by the results pipeline and the
+local executor's summary, and from the command line. Everything it writes is redacted.
 """
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ def test_progress_tty_uses_one_updating_line():
 
 
 def test_local_runs_points_in_turn_and_resumes(write_sweep, tmp_path, monkeypatch):
-    import perfsanity.run.local
+    import perfsanity.jobs.local
 
     ran = []
 
@@ -187,7 +187,7 @@ def test_local_runs_points_in_turn_and_resumes(write_sweep, tmp_path, monkeypatc
         ran.append(job.job_dir.name)
         return 0 if job.job_dir.name == "bs64" or len(ran) > 2 else 4
 
-    monkeypatch.setattr(perfsanity.run.local, "run_local", run_local)
+    monkeypatch.setattr(perfsanity.jobs.local, "run_local", run_local)
     path, out = write_sweep(TWO), tmp_path / "out"
     assert sweep.main([str(path), "--out", str(out), "--local"]) == 1
     assert ran == ["bs64", "bs128"]

@@ -1,5 +1,6 @@
-"""perfsanity.plan.launch: launch.sh rendering. Golden files pin L0-mode launch.sh of three configs; injection
-tests run a rendered launch.sh with stub ``srun``/``scontrol`` and check that config strings stay data.
+"""perfsanity.plan.launch: launch.sh rendering. Golden files pin L0-mode launch.sh of three configs and the srun
+steps they start; injection tests run a rendered launch.sh with stub ``srun``/``scontrol`` (the real supervisor,
+``perfsanity.jobs.batch``, in between) and check that config strings stay data.
 
 ``PERFSANITY_UPDATE_GOLDEN=1 pytest tests/unit/test_launch.py`` rewrites the golden files.
 """
@@ -9,6 +10,9 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +43,50 @@ def mocker_raw() -> dict:
     import yaml
 
     return yaml.safe_load(MOCKER.read_text())
+
+
+# launch.sh execs ``python3 -m perfsanity.jobs.batch``: the stub python3 records its argv and runs the real one
+PYTHON_PASSTHROUGH = f"""#!/bin/bash
+{{ printf 'python3'; printf ' [%s]' "$@"; printf '\\n'; }} >> "$STUB_LOG"
+exec {shlex.quote(sys.executable)} "$@"
+"""
+
+
+# conftest's stub srun, but each call's line is written at once: the supervisor starts the steps together
+STUB_SRUN_ATOMIC = """#!/bin/bash
+line=srun; for a in "$@"; do line+=" [$a]"; done
+printf '%s role=%s\\n' "$line" "${DISAGG_SERVING_TYPE:-}" >> "$STUB_LOG"
+role=${DISAGG_SERVING_TYPE:-install}
+[[ -n ${STUB_FAIL_ROLE:-} && $role == "$STUB_FAIL_ROLE" ]] && exit 3
+exit 0
+"""
+
+
+@pytest.fixture
+def stub_bin(stub_bin: Path) -> Path:
+    """conftest's stub scontrol, its srun writing one line per call at once, a real python3 behind a
+    recording wrapper, and a slurm.conf for the host list expansion (``scontrol show hostnames`` is only
+    asked when one exists)."""
+    (stub_bin / "srun").write_text(STUB_SRUN_ATOMIC)
+    (stub_bin / "python3").write_text(PYTHON_PASSTHROUGH)
+    (stub_bin / "slurm.conf").write_text("# stub\n")
+    return stub_bin
+
+
+def run_launch_sh(h, launch: Path, stub_bin: Path, **kw) -> object:
+    extra = {"SLURM_CONF": str(stub_bin / "slurm.conf"), **kw.pop("extra_env", {})}
+    return h.run_launch_sh(launch, stub_bin, extra_env=extra, **kw)
+
+
+def srun_steps(calls: str) -> list[str]:
+    """The stub srun's log as ``ROLE: srun ARGV`` lines (the golden srun_*.txt format)."""
+    out = []
+    for line in calls.splitlines():
+        if line.startswith("srun "):
+            body, role = line.rsplit(" role=", 1)
+            args = re.findall(r"\[(.*?)\](?= \[|$)", body[len("srun "):])
+            out.append(f"{role or 'install'}: " + shlex.join(["srun", *args]))
+    return out
 
 
 # ---- pieces -------------------------------------------------------------------------------
@@ -229,6 +277,32 @@ def test_l0_launch_sh_golden(name: str, tmp_path: Path, h) -> None:
         pytest.fail(f"launch.sh differs from {golden.name} (PERFSANITY_UPDATE_GOLDEN=1 to accept):\n{diff}")
 
 
+@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
+def test_l0_launch_sh_starts_the_golden_srun_steps(name: str, tmp_path: Path, h, stub_bin: Path) -> None:
+    """The L0 launch.sh, run as sbatch would (stub srun/scontrol): the supervisor starts the install step
+    and one srun step per role with exactly the argv of srun_l0_<name>.txt (which the bash draft started)."""
+    listed_id, _, nodes, srun_args, _ = GOLDEN_CASES[name]
+    res = h.run_submit(l0_args(tmp_path, listed_id, nodes, srun_args), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    log = tmp_path / "argv.log"
+    proc = run_launch_sh(h, tmp_path / "job/launch.sh", stub_bin, cwd=tmp_path, log=log, home=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = log.read_text()
+    assert "python3 [-m] [perfsanity.jobs.batch] [--job-dir]" in calls
+    got = [h.normalise(line, {str(REPO): "<REPO>", str(tmp_path): "<TMP>"}) for line in srun_steps(calls)]
+    want = (GOLDEN / f"srun_l0_{name}.txt").read_text().splitlines()
+    assert sorted(got) == sorted(want)  # the stub steps run at once: their log lines come in any order
+    # the supervisor logged each step it started, in the golden order, with its full command
+    logged = [h.normalise(line.split("] run: ", 1)[1], {str(REPO): "<REPO>", str(tmp_path): "<TMP>"})
+              for line in proc.stdout.splitlines() if "] run: " in line]
+    assert logged == [f"DISAGG_SERVING_TYPE={line.replace(': ', ' ', 1)}" if not line.startswith("install: ")
+                      else line.split(": ", 1)[1] for line in want]
+    # L0 (PERFSANITY_FINALIZE_IN_JOB=1): the job runs the results pipeline itself; no benchmark ran, so
+    # its junit.xml is the pipeline's fallback
+    assert "export PERFSANITY_FINALIZE_IN_JOB=1\n" in (tmp_path / "job/launch.sh").read_text()
+    assert (tmp_path / "job/junit.xml").is_file()
+
+
 # ---- injection -----------------------------------------------------------------------------
 
 INJECT_CONFIG = """
@@ -291,7 +365,7 @@ def test_injection_direct_mode_runs_inert(tmp_path: Path, h, stub_bin: Path) -> 
     run_dir, home, log = tmp_path / "run", tmp_path / "home", tmp_path / "argv.log"
     run_dir.mkdir()
     home.mkdir()
-    proc = h.run_launch_sh(launch, stub_bin, cwd=run_dir, log=log, home=home)
+    proc = run_launch_sh(h, launch, stub_bin, cwd=run_dir, log=log, home=home)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     calls = log.read_text()
     assert calls.count("srun ") == 5  # install + GEN_0 + CTX_0 + DISAGG_SERVER + BENCHMARK
@@ -324,7 +398,7 @@ def test_injection_l0_mode_runs_inert(tmp_path: Path, h, stub_bin: Path) -> None
     run_dir, home, log = tmp_path / "run", tmp_path / "home", tmp_path / "argv.log"
     run_dir.mkdir()
     home.mkdir()
-    proc = h.run_launch_sh(launch, stub_bin, cwd=run_dir, log=log, home=home)
+    proc = run_launch_sh(h, launch, stub_bin, cwd=run_dir, log=log, home=home)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     calls = log.read_text()
     assert f"[--container-image=img$(touch {marker})]" in calls
@@ -334,6 +408,14 @@ def test_injection_l0_mode_runs_inert(tmp_path: Path, h, stub_bin: Path) -> None
 
 
 # ---- the bash scripts -------------------------------------------------------------------------
+
+
+def test_draft_is_thin_glue() -> None:
+    """The draft only sets up the environment and hands over to the Python supervisor."""
+    text = (REPO / "jenkins/scripts/perf/disaggregated/slurm_launch_draft.sh").read_text()
+    code = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert len(code) <= 6, code
+    assert code[-1].startswith('exec python3 -m perfsanity.jobs.batch --job-dir "$PERFSANITY_JOB_DIR" -- ')
 
 
 @pytest.mark.parametrize("script", ["jenkins/scripts/slurm_run.sh", "jenkins/scripts/slurm_install.sh",
@@ -365,15 +447,21 @@ def mocker_launch(tmp_path_factory, h) -> Path:
 def test_launch_sh_verdict_with_stub_srun(fail: str, rc: int, needle: str, tmp_path: Path, h, stub_bin: Path,
                                          mocker_launch: Path) -> None:
     log = tmp_path / "argv.log"
-    proc = h.run_launch_sh(mocker_launch, stub_bin, cwd=tmp_path, log=log, home=tmp_path,
-                           extra_env={"STUB_FAIL_ROLE": fail})
+    proc = run_launch_sh(h, mocker_launch, stub_bin, cwd=tmp_path, log=log, home=tmp_path,
+                         extra_env={"STUB_FAIL_ROLE": fail})
     assert proc.returncode == rc, proc.stdout + proc.stderr
     assert needle in proc.stdout
+    assert f"done: exit code {rc}" in proc.stdout
     calls = log.read_text()
+    # the triage (report.json + its printed report) runs when the supervisor ends the job, not on a
+    # benchmark verdict (the benchmark reports its own failure)
+    triaged = "=== perfsanity triage: "
     if fail == "install":
         assert "role=GEN_0" not in calls
-        assert "python3 [-m] [perfsanity.run.triage]" in calls
+        assert triaged + "install step failed with exit code 3" in proc.stdout
     else:
         assert all(f"role={r}" in calls for r in ("GEN_0", "CTX_0", "DISAGG_SERVER", "BENCHMARK"))
     if fail == "GEN_0":
-        assert "python3 [-m] [perfsanity.run.triage]" in calls
+        assert triaged + "GEN_0 failed with exit code 3" in proc.stdout
+    if fail in ("", "BENCHMARK"):
+        assert triaged not in proc.stdout
