@@ -23,7 +23,7 @@ from perfsanity import engines, load
 from perfsanity.engines import base, tooling
 from perfsanity.engines.base import Backend, BackendBase, ServerSpec
 from perfsanity.jobs.testcases import runs_locally
-from perfsanity.plan.launch import LaunchPaths, render_exports
+from perfsanity.plan.launch import LaunchPaths, render_exports, role_plan
 from perfsanity.run.install import tools_for
 from perfsanity.spec import config as spec_config
 from perfsanity.spec.topology import build_topology
@@ -141,11 +141,11 @@ def test_capabilities_keep_the_old_tables(name, make_config, monkeypatch, tmp_pa
 def test_launch_plan_uses_ranks_per_gpu(name, make_config, tmp_path):
     config = make_config(name, worker_config={"gen": {"tensor_parallel_size": 2}})
     topology = build_topology(config)
+    tasks = {step.role: str(step.tasks) for step in role_plan(config, topology)}
     paths = LaunchPaths(repo=tmp_path, job_dir=tmp_path / "job", config=tmp_path / "unit.yaml")
     text = render_exports(config, topology, paths, "disagg_upload-e2e-unit")
-    (line,) = [ln for ln in text.splitlines() if ln.startswith("roleTasks=(")]
-    tasks = dict(zip([p.role for p in topology.roles], shlex.split(line.removeprefix("roleTasks=(")[:-1]),
-                     strict=True))
+    (line,) = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("roleTasks=(")]
+    assert shlex.split(line.removeprefix("roleTasks=(")[:-1]) == list(tasks.values())  # launch.sh says the same
     gen = topology.role("GEN_0")
     assert (gen.gpus, gen.num_nodes) == (2, 1)  # the plan really depends on the capability
     assert tasks["GEN_0"] == ("2" if OLD_TABLES[name][0] else "1")
