@@ -18,7 +18,7 @@ import datetime as dt
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +93,7 @@ class PreparedJob:
             "total_gpus": self.topology.total_gpus,
             "roles": {p.role: list(p.nodes) for p in self.topology.roles},
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "pipeline": pipeline_settings({**os.environ, **self.env}),
         }
 
     def summary(self) -> str:
@@ -104,6 +105,15 @@ class PreparedJob:
             f"launch   {self.launch_path}",
         ]
         return "\n".join(lines)
+
+
+def pipeline_settings(environ: Mapping[str, str]) -> dict[str, bool]:
+    """How the submit side's results pipeline treats this job, fixed when the job is prepared (job.json
+    ``pipeline``) so that it never depends on a compute node's environment: ``PERFSANITY_PRE_MERGE=1``
+    gates with pre-merge thresholds (a regression fails the job); ``PERFSANITY_RUN_CI=1`` (``--run-ci``)
+    records the run as post-merge history (baseline material) and uploads it."""
+    run_ci = str(environ.get("PERFSANITY_RUN_CI", "")) == "1"
+    return {"pre_merge": str(environ.get("PERFSANITY_PRE_MERGE", "")) == "1", "post_merge": run_ci, "upload": run_ci}
 
 
 def config_hash(config: Config) -> str:
