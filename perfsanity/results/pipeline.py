@@ -153,10 +153,10 @@ def finalize(job_dir: Path, *, job_exit_code: int, reason: str = "",
     report = None
     if run is not None and run.results:
         gated = run
-        if (job_exit_code != 0 or bad_results) and run.status != "failed":
-            # killed before the benchmark could say so: record the finished concurrencies as invalid
-            why = reason or bad_results or f"job failed (exit code {job_exit_code})"
-            gated = run.model_copy(update={"status": "failed", "failures": run.failures or (why,)})
+        if job_exit_code != 0 or bad_results:
+            # a failed or killed job: its finished concurrencies are recorded as invalid, saying why
+            why = reason or bad_results or ("" if run.failures else f"job failed (exit code {job_exit_code})")
+            gated = run.model_copy(update={"status": "failed", "failures": run.failures + ((why,) if why else ())})
         log = io.StringIO()
         try:
             report = gate_job(job_dir, run=gated, pre_merge=settings.pre_merge, post_merge=settings.post_merge,
