@@ -275,3 +275,33 @@ def test_benchmark_role_import_graph_has_no_path_to_the_history():
         reached |= graph.find_upstream_modules(module)
     bad = sorted(m for m in reached if m.startswith(("perfsanity.results", "sqlalchemy", "psycopg")))
     assert not bad, bad
+
+
+# ------------------------------------------------------------------------- the Jenkins collect stage
+
+
+def _jenkins(stage: str, ws: Path) -> int:
+    from perfsanity.cli.jenkins import main as jenkins_main
+
+    return jenkins_main(["--stage", stage, "--test", f"disagg_upload-e2e-{CONFIG}", "--workspace", str(ws)])
+
+
+def test_jenkins_collect_of_a_cancelled_job_writes_junit_naming_it(seeded, tmp_path, capsys):
+    db, today = seeded
+    ws = _job(tmp_path, {64: today}, name="ws", status="incomplete", pipeline=POST)
+    (ws / "jobid.json").write_text(json.dumps({"job_id": "4711", "state": "CANCELLED", "exit_code": 0,
+                                               "exit_signal": 15}))
+    assert _jenkins("collect", ws) == 1
+    assert _failures(ws) == {"JOB": CANCELLED}
+    assert "c64.output_token_throughput" in _cases(ws)
+    assert len(_records(db)) == 1  # recorded on the agent
+    assert "[collect] junit" in capsys.readouterr().out
+
+
+def test_jenkins_collect_without_a_job_still_leaves_a_junit(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PERFSANITY_HISTORY", str(tmp_path / "h.sqlite"))
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    assert _jenkins("collect", ws) == 1
+    [(name, message)] = _failures(ws).items()
+    assert name == "JOB" and message.startswith("cannot collect the job:") and "never ran" in message
