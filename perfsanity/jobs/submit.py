@@ -12,7 +12,7 @@ from pathlib import Path
 
 from perfsanity.common.errors import PerfsanityError
 from perfsanity.common.files import write_atomic
-from perfsanity.jobs.slurm import TERMINAL_STATES, JobInfo, job_state, submit, wait_for_job
+from perfsanity.jobs.slurm import TERMINAL_STATES, JobInfo, JobNotFound, job_state, submit, wait_for_job
 from perfsanity.plan.prepare import PreparedJob
 from perfsanity.run.context import parse_hostlist
 from perfsanity.run.rendezvous import Rendezvous
@@ -91,18 +91,26 @@ def collect_job(job_dir: Path, environ: Mapping[str, str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         raise PerfsanityError(f"{path}: not readable JSON: {exc}") from None
     job_id = str(recorded.get("job_id") or "")
-    if not job_id.isdigit():  # a local job (or one never submitted): its benchmark status is the verdict
+
+    def by_benchmark_status(reason: str = "") -> int:
         status = Rendezvous(job_dir / "rendezvous").status() or {}
         if not status and not (job_dir / pipeline.RESULTS_FILE).exists():
             raise PerfsanityError(f"{job_dir}: neither jobid.json nor results.json nor a benchmark status: "
                                   "the job never ran (or this is not a job directory)")
         code = 0 if status.get("status") == "passed" else 1
-        return pipeline.finalize(job_dir, job_exit_code=code, environ=environ)
+        return pipeline.finalize(job_dir, job_exit_code=code, reason=reason if code else "", environ=environ)
+
+    if not job_id.isdigit():  # a local job (or one never submitted): its benchmark status is the verdict
+        return by_benchmark_status()
     if recorded.get("state") in TERMINAL_STATES:
         info = JobInfo(job_id=job_id, state=recorded["state"], exit_code=recorded.get("exit_code"),
                        exit_signal=recorded.get("exit_signal"), nodelist=recorded.get("nodelist") or "")
     else:
-        info = job_state(job_id)
+        try:
+            info = job_state(job_id)
+        except JobNotFound:  # SLURM has forgotten the job (MinJobAge, no accounting)
+            print(f"job {job_id}: unknown to SLURM now; judged by its benchmark status", flush=True)
+            return by_benchmark_status(f"SLURM job {job_id} ended in an unknown state (no longer known to SLURM)")
         if not info.finished:
             raise PerfsanityError(f"job {job_id} is {info.state}: collect it once it has ended "
                                   "(or submit with --wait)")

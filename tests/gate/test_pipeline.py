@@ -236,6 +236,40 @@ def test_collect_of_a_slurm_job_uses_its_recorded_end(seeded, tmp_path):
     assert _failures(job) == {"JOB": CANCELLED}
 
 
+def test_collect_asks_slurm_and_refuses_a_running_job(seeded, tmp_path, monkeypatch, capsys):
+    import perfsanity.jobs.submit as submit_mod
+    from perfsanity.jobs.slurm import JobInfo
+
+    _db, today = seeded
+    job = _job(tmp_path, {64: today}, pipeline=POST)
+    (job / "jobid.json").write_text(json.dumps({"job_id": "4712"}))  # submitted without --wait
+    monkeypatch.setattr(submit_mod, "job_state", lambda job_id: JobInfo(job_id=job_id, state="RUNNING"))
+    assert main(["collect", str(job)]) != 0
+    assert "job 4712 is RUNNING: collect it once it has ended" in capsys.readouterr().err
+    assert not (job / "junit.xml").exists()
+
+    monkeypatch.setattr(submit_mod, "job_state", lambda job_id: JobInfo(job_id=job_id, state="TIMEOUT",
+                                                                        exit_code=0, exit_signal=15))
+    assert main(["collect", str(job)]) == 1
+    assert _failures(job) == {"JOB": "SLURM job 4712 ended TIMEOUT (exit code 0, signal 15)"}
+    assert json.loads((job / "jobid.json").read_text())["state"] == "TIMEOUT"  # the final state is kept
+
+
+def test_collect_of_a_job_slurm_forgot_is_judged_by_its_benchmark(seeded, tmp_path, monkeypatch):
+    import perfsanity.jobs.submit as submit_mod
+    from perfsanity.jobs.slurm import JobNotFound
+
+    def forgotten(job_id):
+        raise JobNotFound(job_id)
+
+    _db, today = seeded
+    job = _job(tmp_path, {64: today}, pipeline=POST)
+    (job / "jobid.json").write_text(json.dumps({"job_id": "4713", "state": "SUBMITTED"}))
+    Rendezvous(job / "rendezvous").write_status("passed", failures=[])
+    monkeypatch.setattr(submit_mod, "job_state", forgotten)
+    assert main(["collect", str(job)]) == 0 and not _failures(job)
+
+
 def test_collect_of_something_that_never_ran_is_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["collect", str(tmp_path / "empty")]) != 0
