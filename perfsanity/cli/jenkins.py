@@ -1,7 +1,8 @@
 """The Jenkins side of the L0 flow (``jenkins/scripts/perf/run_perf_test.sh`` calls this):
 
 write the test-list / script-prefix / srun-args files → ``submit.py`` L0 mode → sbatch → track the job
-(bounded, streaming its log) → collect junit/results into the workspace → exit with the job's verdict.
+(bounded, streaming its log) → collect: the results pipeline runs here, on the Jenkins agent (record,
+gate, junit.xml, report; :func:`perfsanity.jobs.submit.collect_job`) → exit with the final verdict.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="run_perf_test.sh", description=__doc__)
     p.add_argument("--stage", choices=STAGES, default="all",
                    help="validate: dry-run only; submit: sbatch and write jobid.json; track: wait for the job "
-                   "streaming its log; collect: make sure junit.xml exists; all: every stage (default)")
+                   "streaming its log; collect: run the results pipeline (gate, junit.xml, report, history); all: every stage (default)")
     p.add_argument("--test", required=True, help="test id, e.g. disagg_upload-e2e-mocker-ctx1-gen1")
     p.add_argument("--workspace", required=True, type=Path, help="where launch.sh, logs, junit and results go")
     p.add_argument("--cluster", help="cluster defaults YAML")
@@ -73,9 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             stage_submit(args)
         if args.stage == "submit":
             return 0
-        verdict = stage_track(args) if args.stage in ("track", "all") else _recorded_verdict(args.workspace)
+        verdict = stage_track(args) if args.stage in ("track", "all") else 0
         if args.stage in ("collect", "all"):
-            verdict = stage_collect(args, verdict)
+            verdict = stage_collect(args)
         return verdict
     except PerfsanityError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -99,7 +100,7 @@ def prepare(args: argparse.Namespace):  # noqa: ANN201 - PreparedJob
                "--script-prefix", str(files["script_prefix"]), "--srun-args", str(files["srun_args"])]
     if args.upload:
         l0_argv.insert(0, "--run-ci")
-    job = prepare_l0(build_parser().parse_args(l0_argv), cluster_from_env_or_arg(args.cluster))
+    job = prepare_l0(build_parser().parse_args(l0_argv), cluster_from_env_or_arg(args.cluster), finalize_in_job=False)
     job.write()
     print(job.summary(), flush=True)
     return job
@@ -138,25 +139,25 @@ def stage_track(args: argparse.Namespace) -> int:
         print(f"[track] {exc}; cancelling job {job_id}", flush=True)
         cancel(job_id)
         final = job_state(job_id)
-    info.update(state=final.state, exit_code=final.exit_code, nodelist=final.nodelist)
+    info.update(state=final.state, exit_code=final.exit_code, exit_signal=final.exit_signal, nodelist=final.nodelist)
     (ws / "jobid.json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"[track] job {job_id}: {final.state}, exit code {final.exit_code}", flush=True)
     return 0 if final.succeeded else 1
 
 
-def _recorded_verdict(ws: Path) -> int:
-    info = json.loads((ws / "jobid.json").read_text()) if (ws / "jobid.json").exists() else {}
-    return 0 if info.get("state") == "COMPLETED" and info.get("exit_code") in (0, None) else 1
-
-
-def stage_collect(args: argparse.Namespace, verdict: int) -> int:
-    from perfsanity.results.pipeline import ensure_junit
+def stage_collect(args: argparse.Namespace) -> int:
+    """The results pipeline on this (the submit) side: record, gate, junit.xml, report — also for a job
+    that was cancelled, timed out or never tracked to its end (then junit.xml names why)."""
+    from perfsanity.jobs.submit import collect_job
+    from perfsanity.results.pipeline import finalize
 
     ws = args.workspace
-    info = json.loads((ws / "jobid.json").read_text()) if (ws / "jobid.json").exists() else {}
-    reason = f"SLURM job {info.get('job_id', '?')} ended {info.get('state', 'UNKNOWN')} (exit {info.get('exit_code')})"
-    path = ensure_junit(ws, info.get("config_name", args.test), reason=reason, failed=bool(verdict))
-    print(f"[collect] junit {path}; results {ws / 'results.json'}", flush=True)
+    try:
+        verdict = collect_job(ws)
+    except PerfsanityError as exc:  # no job id, or a job that has not ended: still leave Jenkins a junit
+        print(f"[collect] {exc}", flush=True)
+        verdict = finalize(ws, job_exit_code=1, reason=f"cannot collect the job: {exc}")
+    print(f"[collect] junit {ws / 'junit.xml'}; results {ws / 'results.json'}; verdict {verdict}", flush=True)
     return verdict
 
 

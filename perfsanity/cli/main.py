@@ -363,6 +363,26 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ collect
+
+
+def _add_collect(sub: Any) -> None:
+    p = sub.add_parser(
+        "collect", help="run the results pipeline of a job that has ended (gate, junit, report, history)",
+        description="For a job submitted without --wait (or to redo it): once the job has ended, record it in "
+        "the history, gate it, and write JOB_DIR/junit.xml, gate.json, report.html and report.json. Running it "
+        "again never records twice. Exits with the job's verdict combined with the gate's.",
+    )
+    p.add_argument("job_dir", metavar="JOB_DIR", help="job directory (as written by submit.py)")
+    p.set_defaults(func=cmd_collect)
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from perfsanity.jobs.submit import collect_job
+
+    return collect_job(_job_dir(args.job_dir))
+
+
 # -------------------------------------------------------------------------------------------- trend
 
 
@@ -415,8 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     from perfsanity.jobs import jobdir
 
-    for add in (jobdir.register, _add_report, _add_history, _add_compare, _add_baseline, _add_gate, _add_trend,
-                _add_invalidate):
+    for add in (jobdir.register, _add_report, _add_history, _add_compare, _add_baseline, _add_gate, _add_collect,
+                _add_trend, _add_invalidate):
         add(sub)
     parser.subparsers = sub  # type: ignore[attr-defined]  # for code that adds more subcommands
     return parser

@@ -580,6 +580,11 @@ def _succeeded(p: Mapping[str, Any]) -> bool:
     return p.get("state") == "COMPLETED" and p.get("exit_code") in (0, None)
 
 
+def _final_ok(p: Mapping[str, Any]) -> bool:
+    """The point's results pipeline (gate) did not fail it (or has not run for it)."""
+    return p.get("final_exit_code") in (0, None)
+
+
 def _needs_submit(p: Mapping[str, Any]) -> bool:
     """Never submitted, sbatch refused it, only run locally, or lost to an infrastructure failure."""
     if p["state"] in (NOT_SUBMITTED, SUBMIT_FAILED) or p.get("job_id") == LOCAL_JOB_ID:
@@ -595,6 +600,7 @@ def _reset_deleted_points(out_dir: Path, manifest: dict[str, Any], progress: Pro
         if not (out_dir / p["job_dir"] / "job.json").exists():
             progress.event(f"{p['name']}: job dir deleted; will run again (was {p['state']})")
             p.update(job_id=None, state=NOT_SUBMITTED, exit_code=None)
+            p.pop("final_exit_code", None)
 
 
 # ---------------------------------------------------------------------------------------- progress
@@ -696,6 +702,7 @@ def _submit_point(p: dict[str, Any], job: PreparedJob, progress: Progress, *, re
     })
     p.update(job_id=job_id, state=SUBMITTED, exit_code=None)
     p.pop("error", None)
+    p.pop("final_exit_code", None)
     why = f" (retry after {retry_of})" if retry_of else ""
     progress.event(f"{p['name']}: submitted job {job_id}{why}")
     return True
@@ -743,7 +750,8 @@ def submit_sweep(out_dir: Path, manifest: dict[str, Any], jobs: Mapping[str, Pre
     points = manifest["points"]
     save = lambda: write_manifest(out_dir, manifest)  # noqa: E731
 
-    # refresh what SLURM knows about jobs submitted earlier
+    # refresh what SLURM knows about jobs submitted earlier; a job that ended meanwhile is collected
+    # now, unless it was lost to the cluster (then launch() below submits it again)
     for p in points:
         if _active(p):
             info = _query(p["job_id"])
@@ -751,6 +759,8 @@ def submit_sweep(out_dir: Path, manifest: dict[str, Any], jobs: Mapping[str, Pre
                 progress.event(f"{p['name']}: job {p['job_id']} {info.state}")
                 if info.finished:
                     write_jobid(jobs[p["name"]], p["job_id"], info)
+                    if not slurm_jobs.is_infrastructure_failure(info):
+                        _collect_point(p, jobs[p["name"]].job_dir, info, progress)
     save()
 
     blocked: set[str] = set()  # infrastructure failures out of retries in this run
@@ -809,8 +819,11 @@ def submit_sweep(out_dir: Path, manifest: dict[str, Any], jobs: Mapping[str, Pre
                             retried[p["name"]] = retried.get(p["name"], 0) + 1
                             progress.event(f"{p['name']}: infrastructure failure {info.state}; "
                                            f"retry {retried[p['name']]}/{retries}")
-                        else:
-                            blocked.add(p["name"])
+                            continue
+                        blocked.add(p["name"])
+                    if info.finished:  # the point's final attempt: its results pipeline runs now
+                        _collect_point(p, job.job_dir, info, progress)
+                        changed = True
                     continue
                 submitted = p["attempts"][-1].get("submitted_epoch", _now()) if p["attempts"] else _now()
                 bound = job.config.slurm.timeout + WAIT_MARGIN_S
@@ -826,8 +839,54 @@ def submit_sweep(out_dir: Path, manifest: dict[str, Any], jobs: Mapping[str, Pre
         save()
         progress.summary(_summary(points))
         progress.close()
-    ok = not submit_errors and not gave_up and all(_succeeded(p) for p in points)
+    ok = not submit_errors and not gave_up and all(_succeeded(p) and _final_ok(p) for p in points)
     return 0 if ok else 1
+
+
+# ---------------------------------------------------------------------------------------- collect
+
+
+FINALIZE_LOG = "finalize.log"
+
+
+def _finalize_quietly(job_dir: Path, call: Any) -> int:
+    """Run a results pipeline call with its output (gate table, records) in the point's finalize.log,
+    so that the sweep's progress lines stay readable."""
+    import contextlib
+
+    with (job_dir / FINALIZE_LOG).open("a") as log, contextlib.redirect_stdout(log):
+        return call()
+
+
+def _collect_point(p: dict[str, Any], job_dir: Path, info: Any, progress: Progress) -> None:
+    """The results pipeline of a point's SLURM job that has ended (its final attempt)."""
+    from perfsanity.jobs.submit import finalize_slurm_job
+
+    try:
+        rc = _finalize_quietly(job_dir, lambda: finalize_slurm_job(job_dir, info))
+    except PerfsanityError as exc:
+        progress.event(f"{p['name']}: results pipeline failed: {exc}")
+        rc = 1
+    p["final_exit_code"] = rc
+    progress.event(f"{p['name']}: collected: {'passed' if rc == 0 else f'failed (exit code {rc})'}"
+                   f" (junit.xml, gate.json; log {job_dir / FINALIZE_LOG})")
+
+
+def _collect_local(p: dict[str, Any], job_dir: Path, rc: int, progress: Progress, started: float) -> int:
+    """The results pipeline of a point run locally, unless the local executor already ran it (its
+    ``finalized.json`` is newer than the run's start): then that verdict stands."""
+    from perfsanity.results import pipeline
+
+    final = pipeline.read_final(job_dir)
+    if final is not None and (job_dir / pipeline.FINAL_FILE).stat().st_mtime >= started:
+        return int(final["exit_code"])
+    try:
+        out = _finalize_quietly(job_dir, lambda: pipeline.finalize(job_dir, job_exit_code=rc))
+    except PerfsanityError as exc:
+        progress.event(f"{p['name']}: results pipeline failed: {exc}")
+        return rc or 1
+    progress.event(f"{p['name']}: collected (junit.xml, gate.json; log {job_dir / FINALIZE_LOG})")
+    return out
 
 
 # ------------------------------------------------------------------------------------------- local
@@ -853,12 +912,15 @@ def run_sweep_local(out_dir: Path, manifest: dict[str, Any], jobs: Mapping[str, 
         p.update(job_id=LOCAL_JOB_ID, state="RUNNING", exit_code=None)
         write_manifest(out_dir, manifest)
         progress.event(f"{p['name']}: running locally in {job.job_dir}")
+        started = time.time()
         try:
             rc = run_local(job)
         except KeyboardInterrupt:
             rc = 130
+        if rc != 130:
+            rc = _collect_local(p, job.job_dir, rc, progress, started)
         state = "COMPLETED" if rc == 0 else ("CANCELLED" if rc == 130 else "FAILED")
-        p.update(state=state, exit_code=rc)
+        p.update(state=state, exit_code=rc, final_exit_code=rc)
         p["attempts"][-1].update(state=state, exit_code=rc, ended=_iso())
         write_manifest(out_dir, manifest)
         progress.event(f"{p['name']}: {state} (exit code {rc})")

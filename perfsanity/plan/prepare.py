@@ -18,7 +18,7 @@ import datetime as dt
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +93,7 @@ class PreparedJob:
             "total_gpus": self.topology.total_gpus,
             "roles": {p.role: list(p.nodes) for p in self.topology.roles},
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "pipeline": pipeline_settings({**os.environ, **self.env}),
         }
 
     def summary(self) -> str:
@@ -104,6 +105,15 @@ class PreparedJob:
             f"launch   {self.launch_path}",
         ]
         return "\n".join(lines)
+
+
+def pipeline_settings(environ: Mapping[str, str]) -> dict[str, bool]:
+    """How the submit side's results pipeline treats this job, fixed when the job is prepared (job.json
+    ``pipeline``) so that it never depends on a compute node's environment: ``PERFSANITY_PRE_MERGE=1``
+    gates with pre-merge thresholds (a regression fails the job); ``PERFSANITY_RUN_CI=1`` (``--run-ci``)
+    records the run as post-merge history (baseline material) and uploads it."""
+    run_ci = str(environ.get("PERFSANITY_RUN_CI", "")) == "1"
+    return {"pre_merge": str(environ.get("PERFSANITY_PRE_MERGE", "")) == "1", "post_merge": run_ci, "upload": run_ci}
 
 
 def config_hash(config: Config) -> str:
@@ -186,8 +196,12 @@ def find_config(name: str, kind: str, roots: Sequence[Path]) -> Path:
     raise ConfigError(None, "", f"no config named {name!r} (looked for {tried})")
 
 
-def prepare_l0(args: argparse.Namespace, cluster: ClusterDefaults | None) -> PreparedJob:
-    """Build launch.sh from TensorRT-LLM's nine L0 arguments."""
+def prepare_l0(args: argparse.Namespace, cluster: ClusterDefaults | None, *,
+               finalize_in_job: bool = True) -> PreparedJob:
+    """Build launch.sh from TensorRT-LLM's nine L0 arguments.
+
+    ``finalize_in_job``: the job runs the results pipeline as its last step, for L0 flows whose submit
+    side is TensorRT-LLM's (our own Jenkins flow collects on the submit side and turns it off)."""
     selections = parse_test_list(Path(args.test_list))
     if len(selections) != 1:
         raise ConfigError(args.test_list, "", f"L0 mode runs one test per job, found {len(selections)}")
@@ -214,7 +228,7 @@ def prepare_l0(args: argparse.Namespace, cluster: ClusterDefaults | None) -> Pre
     except OSError as exc:
         raise ConfigError(args.srun_args, "", f"cannot read --srun-args file: {exc}") from None
     test_id = config.test_id(sel.mode) if sel.kind == "disagg" else config.test_id()
-    extra = {**_cluster_export(cluster), **({"PERFSANITY_RUN_CI": 1} if args.run_ci else {}), "PERFSANITY_FINALIZE_IN_JOB": 1}
+    extra = {**_cluster_export(cluster), **({"PERFSANITY_RUN_CI": 1} if args.run_ci else {}), **({"PERFSANITY_FINALIZE_IN_JOB": 1} if finalize_in_job else {})}
     text = render_launch_sh(
         config, topology, paths, prefix_text=prefix, srun_args=srun_args, draft_text=draft,
         test_id=test_id, extra_exports=extra,

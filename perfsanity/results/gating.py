@@ -1,6 +1,9 @@
 """Gate one job dir against its history and pinned baselines, then record it: gate.json, the gate
-junit, history records (and the optional upload). The submit side's results pipeline calls
-:func:`gate_job`; so does ``perfsanity gate DIR``.
+junit, history records (and the optional upload). The submit side's results pipeline
+(:func:`perfsanity.results.pipeline.finalize`) calls :func:`gate_job`; so does ``perfsanity gate DIR``.
+
+Recording is idempotent: ``history_records.json`` names the history a job dir was recorded in, and a
+second call for the same history records (and uploads) nothing.
 """
 
 from __future__ import annotations
@@ -8,11 +11,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from perfsanity.common.errors import ConfigError, PerfsanityError
+from perfsanity.common.files import write_atomic
 from perfsanity.common.tables import num, print_table
 
 GATE_JUNIT_FILE = "gate_junit.xml"
@@ -40,14 +45,18 @@ def gate_job(
     upload: bool = True,
     post_merge: bool | None = None,
     out: TextIO | None = None,
+    run: Any = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Any:
     """Gate one job dir: write gate.json and the gate junit, record the run in history; return the
-    GateReport. ``post_merge`` (default: not ``pre_merge``) marks the records as baseline material."""
+    GateReport. ``post_merge`` (default: not ``pre_merge``) marks the records as baseline material.
+    ``run`` (default: JOB_DIR/results.json) is what is gated and recorded; ``environ`` (default
+    ``os.environ``) names the baselines file and the upload target."""
     from perfsanity.results.gate import (
+        DEFAULT_BASELINES_FILE,
         ENV_BASELINES,
         BaselinesFile,
         GateConfig,
-        default_baselines_path,
         evaluate,
         resolve_gate_config,
     )
@@ -56,9 +65,10 @@ def gate_job(
     from perfsanity.results.report.job import GATE_FILE, RESULTS_FILE, read_results
 
     out = out or sys.stdout
+    env = os.environ if environ is None else environ
     if no_history and history:
         raise ConfigError(None, "--history", "cannot be combined with --no-history")
-    run = read_results(job_dir / RESULTS_FILE)
+    run = read_results(job_dir / RESULTS_FILE) if run is None else run
     meta_path = job_dir / JOB_META_FILE
     if not meta_path.exists() and not no_history:
         raise ConfigError(str(meta_path), "", "file not found: it carries the match keys that select the "
@@ -67,10 +77,10 @@ def gate_job(
     section = GateConfig.from_section(meta.gate, file=str(meta_path)) if meta and meta.gate else None
     if baselines_file is not None:
         baselines = BaselinesFile.load(baselines_file)
-    elif os.environ.get(ENV_BASELINES):
-        baselines = BaselinesFile.load(default_baselines_path())
+    elif env.get(ENV_BASELINES):
+        baselines = BaselinesFile.load(Path(env[ENV_BASELINES]))
     else:
-        default = default_baselines_path()
+        default = Path(DEFAULT_BASELINES_FILE)
         baselines = BaselinesFile.load(default) if default.exists() else None
     config = resolve_gate_config(run.config_name, section=section, baselines=baselines)
     now = meta.timestamp if meta and meta.timestamp else datetime.now(UTC)
@@ -83,8 +93,8 @@ def gate_job(
         print_gate(report, out)
         print(f"wrote {job_dir / GATE_FILE} and {junit_path}", file=out)
         if store is not None and meta is not None and record:
-            record_run(store, job_dir, run, meta, report,
-                    post_merge=(not pre_merge) if post_merge is None else post_merge, upload=upload)
+            record_run(store, job_dir, run, meta, report, post_merge=(not pre_merge) if post_merge is None
+                       else post_merge, upload=upload, environ=env, out=out)
     finally:
         if store is not None:
             store.close()
@@ -92,7 +102,9 @@ def gate_job(
 
 
 def record_run(store: Any, job_dir: Path, run: Any, meta: Any, report: Any, *, post_merge: bool,
-            upload: bool) -> None:
+               upload: bool, environ: Mapping[str, str] | None = None, out: TextIO | None = None) -> None:
+    """Add the run to ``store`` (once per history: ``history_records.json``), with its gate verdicts,
+    then upload the new records when ``upload`` and an upload target is configured in ``environ``."""
     from perfsanity.results.history import keys_for_run
     from perfsanity.results.upload import config_from_env, upload_records
 
@@ -103,7 +115,8 @@ def record_run(store: Any, job_dir: Path, run: Any, meta: Any, report: Any, *, p
         except (OSError, json.JSONDecodeError):
             previous = {}
         if previous.get("history") == store.masked_url:
-            print(f"already recorded in {store.masked_url} (records {previous.get('ids')}); not adding again")
+            print(f"already recorded in {store.masked_url} (records {previous.get('ids')}); not adding again",
+                  file=out)
             return
     ids = store.add_run(keys_for_run(meta, run), run, meta.run_meta(post_merge=post_merge))
     by_conc = report.by_concurrency()
@@ -111,16 +124,14 @@ def record_run(store: Any, job_dir: Path, run: Any, meta: Any, report: Any, *, p
         verdicts = {m: v.verdict.value for m, v in by_conc.get(res.concurrency, {}).items()}
         if verdicts:
             store.set_gate_verdicts(rid, verdicts)
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps({"history": store.masked_url, "ids": ids}) + "\n")
-    tmp.replace(marker)
-    print(f"recorded {len(ids)} record(s) in {store.masked_url}")
-    target = config_from_env() if upload else None
+    write_atomic(marker, json.dumps({"history": store.masked_url, "ids": ids}) + "\n")
+    print(f"recorded {len(ids)} record(s) in {store.masked_url}", file=out)
+    target = config_from_env(os.environ if environ is None else environ) if upload else None
     if target is not None:
         records = [store.get(i) for i in ids]
         try:
             n = upload_records(records, target)
-            print(f"uploaded {n} document(s) to {target.display_url}")
+            print(f"uploaded {n} document(s) to {target.display_url}", file=out)
         except PerfsanityError as exc:  # the gate verdict stands; the upload is best effort
             print(f"perfsanity: warning: {exc}", file=sys.stderr)
 

@@ -10,7 +10,8 @@ Representation (what Jenkins shows):
   Consumers find warnings by the ``verdict`` property.
 * ``NO_BASELINE`` / ``NO_VALUE`` → ``<skipped>``: the check could not run.
 * a role failure (GEN_0, CTX_1, DISAGG_SERVER, BENCHMARK, …) → ``<failure type="RoleFailure">`` with the
-  details (log tail) as the failure body.
+  details (log tail) as the failure body. The submit side's pipeline adds ``GATE`` (the gate could not
+  run) and ``JOB`` (why the job ended — "SLURM job 12 ended CANCELLED" — when no role says it) the same way.
 
 Every testcase carries ``<properties>``: value, baseline, baseline_source, delta_pct, threshold_pct,
 higher_is_better, verdict. Names are ``c<concurrency>.<metric>``; the classname is the config name (dots

@@ -45,7 +45,8 @@ from perfsanity.spec.topology import Topology
 BENCHMARK = "BENCHMARK"
 # a previous run's outputs: moved aside on a requeue (the job dir itself, launch.sh and config stay)
 RUN_OUTPUTS = ("rendezvous", "discovery", "engine", "logs", "client", "profiles", "results.json", "junit.xml",
-               "report.json", "report.html", "gate.json", "gate_junit.xml", "history_records.json")
+               "report.json", "report.html", "gate.json", "gate_junit.xml", "history_records.json",
+               "finalized.json", "finalize.log")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 * ``run_perf_test.sh`` (stage ``all``): exit 0, a ``junit.xml`` Jenkins' junit step accepts (no
   failures), ``results.json`` in the workspace.
 * The Jenkinsfile's stages one by one (``jenkins_stage.sh validate|submit|track|collect`` with
-  ``TEST_LIST`` / ``CLUSTER_FILE``, as the Jenkinsfile runs them): each stage does only its part.
+  ``TEST_LIST`` / ``CLUSTER_FILE``, as the Jenkinsfile runs them): each stage does only its part; the
+  collect stage runs the results pipeline on the agent (gate.json, junit.xml, the agent's history).
 
 Needs ``scripts/local_slurm/start.sh`` (skipped without it, failed under CI=true).
 """
@@ -20,6 +21,7 @@ import pytest
 from junitparser import JUnitXml
 
 from perfsanity.jobs import slurm as jobs
+from perfsanity.results.history import HistoryStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -102,6 +104,13 @@ def test_jenkinsfile_stages_one_by_one(cluster, s, tmp_path):
         assert proc.returncode == 0, _print_tail(proc)
         _check_junit_like_jenkins(ws / "junit.xml")
         assert (ws / "results.json").is_file()
+        # the results pipeline ran here: gated, and recorded in the agent's history (not post-merge: UPLOAD=false)
+        gate = json.loads((ws / "gate.json").read_text())
+        assert {v["concurrency"] for v in gate["verdicts"]} == {1, 8} and gate["verdict"] != "FAIL"
+        with HistoryStore(tmp_path / "history.sqlite") as store:
+            recs = store.query({"config_name": "mocker-ctx1-gen1"}, valid_only=False)
+        assert sorted(r.keys.concurrency for r in recs) == [1, 8] and not any(r.post_merge for r in recs)
+        assert json.loads((ws / "finalized.json").read_text())["exit_code"] == 0
         # Jenkins' post step: junit(testResults: 'perf-ws/**/junit.xml') finds exactly this one
         assert sorted(p.relative_to(tmp_path) for p in tmp_path.glob("perf-ws/**/junit.xml")) == [
             Path("perf-ws") / TEST_ID / "junit.xml"]

@@ -1,4 +1,5 @@
-"""Fixtures for sweep / job-dir tests: sweep files in tmp_path and a fake SLURM (no cluster needed)."""
+"""Fixtures for sweep / job-dir tests: sweep files in tmp_path, a fake SLURM (no cluster needed) and a
+recording stand-in for the results pipeline (the fake jobs write no results to gate)."""
 
 from __future__ import annotations
 
@@ -60,12 +61,34 @@ class FakeSlurm:
 
 
 @pytest.fixture
-def fake_slurm(monkeypatch):
+def fake_slurm(monkeypatch, fake_finalize):
     from perfsanity.jobs import sweep
 
     fake = FakeSlurm()
+    fake.finalize = fake_finalize
     monkeypatch.setattr(slurm_jobs, "submit", fake.submit)
     monkeypatch.setattr(slurm_jobs, "job_state", fake.job_state)
     monkeypatch.setattr(slurm_jobs, "wait_for_job", fake.wait_for_job)
     monkeypatch.setattr(sweep, "_sleep", lambda s: None)
+    return fake
+
+
+class FakeFinalize:
+    """Records ``pipeline.finalize`` calls; returns the job's code, or ``verdicts[job dir name]``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, str]] = []  # (job dir name, job_exit_code, reason)
+        self.verdicts: dict[str, int] = {}
+
+    def __call__(self, job_dir, *, job_exit_code, reason="", environ=None):
+        self.calls.append((Path(job_dir).name, job_exit_code, reason))
+        return self.verdicts.get(Path(job_dir).name, job_exit_code)
+
+
+@pytest.fixture
+def fake_finalize(monkeypatch):
+    from perfsanity.results import pipeline
+
+    fake = FakeFinalize()
+    monkeypatch.setattr(pipeline, "finalize", fake)
     return fake

@@ -1,5 +1,6 @@
 """--submit with a fake SLURM: caps, resume without duplicates, retries on infrastructure failures only,
-progress output; --local with a stub run_local."""
+progress output, the results pipeline once per point's final attempt (its verdict counts); --local with
+a stub run_local."""
 
 from __future__ import annotations
 
@@ -45,11 +46,16 @@ def test_max_jobs_and_resume_never_submit_twice(write_sweep, tmp_path, fake_slur
     assert len(fake_slurm.submitted) == 2
     assert sorted(p["state"] for p in _points(out).values()) == ["PENDING", "RUNNING", "pending", "pending"]
 
+    assert fake_slurm.finalize.calls == []  # nothing ended yet
     fake_slurm.states.update({"100": "COMPLETED", "101": "FAILED"})
     assert sweep.main(args) == 0  # two slots free: the two pending points go; the FAILED one stays
     assert len(fake_slurm.submitted) == 4
+    # the two jobs that ended meanwhile were collected on this (the submit) side, once each
+    by_job = {p["job_id"]: p["name"] for p in _points(out).values()}
+    assert sorted(fake_slurm.finalize.calls) == sorted([(by_job["100"], 0, ""), (by_job["101"], 1, "")])
     assert sweep.main(args) == 0
     assert len(fake_slurm.submitted) == 4
+    assert len(fake_slurm.finalize.calls) == 2  # not again on a resume
     pts = _points(out)
     assert len({p["job_id"] for p in pts.values()}) == 4
     assert {d.name for _, d in fake_slurm.submitted} == set(pts)  # every point exactly once
@@ -84,6 +90,8 @@ def test_retry_node_fail_once_but_never_a_test_failure(write_sweep, tmp_path, fa
     assert (out / "bs64" / "launch.sh").is_file()
     assert b["state"] == "FAILED" and len(b["attempts"]) == 1 and b["attempts"][0]["infrastructure_failure"] is False
     assert json.loads((out / "bs64" / "jobid.json").read_text())["state"] == "COMPLETED"
+    # the results pipeline ran for each point's final attempt only: not for the attempt lost to NODE_FAIL
+    assert sorted(fake_slurm.finalize.calls) == [("bs128", 1, ""), ("bs64", 0, "")]
     text = capsys.readouterr().out
     assert "\r" not in text and "\x1b" not in text
     assert "bs64: infrastructure failure NODE_FAIL; retry 1/3" in text
@@ -92,6 +100,7 @@ def test_retry_node_fail_once_but_never_a_test_failure(write_sweep, tmp_path, fa
     # re-running the same command: everything finished, nothing is submitted again
     assert sweep.main([str(path), "--out", str(out), "--submit", "--retries", "3"]) == 1
     assert len(fake_slurm.submitted) == 3
+    assert len(fake_slurm.finalize.calls) == 2
 
 
 def test_retries_are_bounded(write_sweep, tmp_path, fake_slurm):
@@ -102,6 +111,9 @@ def test_retries_are_bounded(write_sweep, tmp_path, fake_slurm):
     pts = _points(out)
     assert [a["state"] for a in pts["bs64"]["attempts"]] == ["BOOT_FAIL", "NODE_FAIL"]
     assert pts["bs128"]["state"] == "COMPLETED"
+    # out of retries, the lost point's last attempt is final: collected, naming why it ended
+    assert sorted(fake_slurm.finalize.calls) == [
+        ("bs128", 0, ""), ("bs64", 1, "SLURM job 102 ended NODE_FAIL (exit code 0)")]
     # a later run resumes the point lost to the cluster (not a verdict), never the completed one
     fake_slurm.script = [["COMPLETED"]]
     assert sweep.main([str(path), "--out", str(out), "--submit", "--wait"]) == 0
@@ -178,7 +190,7 @@ def test_progress_tty_uses_one_updating_line():
     assert len(lines) == 1 and lines[0].endswith("a: job 1 RUNNING") and "\r" not in plain.getvalue()
 
 
-def test_local_runs_points_in_turn_and_resumes(write_sweep, tmp_path, monkeypatch):
+def test_local_runs_points_in_turn_and_resumes(write_sweep, tmp_path, monkeypatch, fake_finalize):
     import perfsanity.jobs.local
 
     ran = []
@@ -191,8 +203,46 @@ def test_local_runs_points_in_turn_and_resumes(write_sweep, tmp_path, monkeypatc
     path, out = write_sweep(TWO), tmp_path / "out"
     assert sweep.main([str(path), "--out", str(out), "--local"]) == 1
     assert ran == ["bs64", "bs128"]
+    assert fake_finalize.calls == [("bs64", 0, ""), ("bs128", 4, "")]  # each point as it ends
     pts = _points(out)
     assert (pts["bs64"]["state"], pts["bs128"]["state"], pts["bs128"]["exit_code"]) == ("COMPLETED", "FAILED", 4)
     assert sweep.main([str(path), "--out", str(out), "--local"]) == 0  # only the failed point again
     assert ran == ["bs64", "bs128", "bs128"]
     assert len(_points(out)["bs128"]["attempts"]) == 2
+
+
+def test_local_point_failed_by_its_gate_is_failed(write_sweep, tmp_path, monkeypatch, fake_finalize):
+    import perfsanity.jobs.local
+
+    monkeypatch.setattr(perfsanity.jobs.local, "run_local", lambda job: 0)
+    fake_finalize.verdicts["bs128"] = 1  # a valid measurement, but a pre-merge regression
+    path, out = write_sweep(TWO), tmp_path / "out"
+    assert sweep.main([str(path), "--out", str(out), "--local"]) == 1
+    pts = _points(out)
+    assert (pts["bs64"]["state"], pts["bs128"]["state"], pts["bs128"]["final_exit_code"]) == ("COMPLETED", "FAILED", 1)
+
+
+def test_local_point_already_finalized_by_the_executor_is_not_finalized_again(write_sweep, tmp_path, monkeypatch,
+                                                                               fake_finalize):
+    import perfsanity.jobs.local
+    from perfsanity.results.pipeline import FINAL_FILE
+
+    def run_local(job):  # an executor that runs the results pipeline itself (jobs.local does)
+        (job.job_dir / FINAL_FILE).write_text(json.dumps({"exit_code": 1, "job_exit_code": 0}))
+        return 1
+
+    monkeypatch.setattr(perfsanity.jobs.local, "run_local", run_local)
+    path, out = write_sweep(TWO), tmp_path / "out"
+    assert sweep.main([str(path), "--out", str(out), "--local"]) == 1
+    assert fake_finalize.calls == []
+    assert {p["final_exit_code"] for p in _points(out).values()} == {1}
+
+
+def test_slurm_point_failed_by_its_gate_fails_the_sweep(write_sweep, tmp_path, fake_slurm):
+    path, out = write_sweep(TWO), tmp_path / "out"
+    fake_slurm.script = [["RUNNING", "COMPLETED"], ["COMPLETED"]]
+    fake_slurm.finalize.verdicts["bs64"] = 1
+    assert sweep.main([str(path), "--out", str(out), "--submit", "--wait"]) == 1
+    pts = _points(out)
+    assert (pts["bs64"]["state"], pts["bs64"]["final_exit_code"]) == ("COMPLETED", 1)
+    assert (pts["bs128"]["state"], pts["bs128"]["final_exit_code"]) == ("COMPLETED", 0)

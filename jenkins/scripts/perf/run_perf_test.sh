@@ -1,7 +1,8 @@
 #!/bin/bash
 # Jenkins wrapper of the L0 perf flow: writes the test-list / script-prefix / srun-args files,
-# calls submit.py in L0 mode, sbatches launch.sh, tracks the job (bounded, streaming its log),
-# leaves junit.xml and results.json in the workspace, and exits with the job's verdict.
+# calls submit.py in L0 mode, sbatches launch.sh, tracks the job (bounded, streaming its log), then
+# runs the results pipeline here on the agent (history, gate, junit.xml, report: the compute nodes
+# need no database credentials), and exits with the job's verdict combined with the gate's.
 # Usage: run_perf_test.sh --test disagg_upload-e2e-<config> --workspace DIR [--cluster FILE] [--upload] ...
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
