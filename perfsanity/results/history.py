@@ -56,6 +56,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
 
 from perfsanity.common.errors import ConfigError, PerfsanityError
+from perfsanity.common.files import write_atomic
 from perfsanity.load.results_json import RunResult, flatten
 
 SCHEMA_VERSION = 1
@@ -275,9 +276,7 @@ class JobMeta(BaseModel):
         return meta
 
     def write(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.model_dump_json(indent=2) + "\n")
-        tmp.replace(path)
+        write_atomic(path, self.model_dump_json(indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------- schema

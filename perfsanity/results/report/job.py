@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from perfsanity.common.errors import ConfigError
+from perfsanity.common.files import write_atomic
 from perfsanity.load.results_json import RunResult, flatten
 from perfsanity.results.gate import GateConfig, GateReport, Verdict
 from perfsanity.results.history import JOB_META_FILE, HistoryStore, JobMeta, strip_url_secrets
@@ -153,7 +154,5 @@ def write_job_report(
         gate_config = GateConfig.from_section(meta.gate, file=str(job_dir / JOB_META_FILE))
     text = render_job_report(run, gate=gate, meta=meta, history=history, gate_config=gate_config)
     out = out or job_dir / REPORT_FILE
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    write_atomic(out, text)
     return out

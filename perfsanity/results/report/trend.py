@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from perfsanity.common.errors import PerfsanityError
+from perfsanity.common.files import write_atomic
 from perfsanity.load.results_json import higher_is_better
 from perfsanity.results.changepoint import ChangePoint, detect_change_points
 from perfsanity.results.gate import GateConfig, history_baseline
@@ -150,9 +151,6 @@ def write_trend_report(
     now: datetime | None = None,
 ) -> Path:
     text = render_trend_report(store, config_name, config=config, metrics=metrics, now=now)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    write_atomic(out, text)
     return out
 
