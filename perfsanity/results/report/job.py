@@ -10,9 +10,11 @@ from pydantic import ValidationError
 
 from perfsanity.common.errors import ConfigError
 from perfsanity.common.files import write_atomic
+from perfsanity.common.redact import mask_url
 from perfsanity.load.results_json import RunResult, flatten
+from perfsanity.plan.jobmeta import JOB_META_FILE, JobMeta
 from perfsanity.results.gate import GateConfig, GateReport, Verdict
-from perfsanity.results.history import JOB_META_FILE, HistoryStore, JobMeta, strip_url_secrets
+from perfsanity.results.history import HistoryStore
 from perfsanity.results.report.html import badge, esc, esc_free_text, fmt, gate_table, img, page, safe_link, table
 
 RESULTS_FILE = "results.json"
@@ -77,7 +79,7 @@ def render_job_report(
         if meta.job_id:
             prov.append(f"job <b>{esc(meta.job_id)}</b>")
         if meta.build_url:
-            prov.append("build " + safe_link(strip_url_secrets(meta.build_url)))
+            prov.append("build " + safe_link(mask_url(meta.build_url, keep_user=False)))
         if meta.timestamp:
             prov.append(f"at <b>{esc(meta.timestamp.isoformat(timespec='minutes'))}</b>")
         if prov:
