@@ -170,7 +170,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                     + [str(r.keys.concurrency), r.commit[:10], r.branch[:20],
                        "post" if r.post_merge else "pre", valid]
                     + [num(r.metrics.get(m)) for m in metrics])
-        colors.append("31" if regress else ("90" if not r.valid else None))
+        colors.append("red" if regress else ("bright_black" if not r.valid else None))
     print_table(headers, rows, out, colors=colors, right_from=len(headers) - len(metrics))
     return 0
 
@@ -246,10 +246,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             delta = (vb - va) / abs(va) * 100.0
             bad = -delta if higher_is_better(m) else delta
             if bad > args.threshold:
-                mark, color = "WORSE", "31"
+                mark, color = "WORSE", "red"
                 worse += 1
             elif bad < -args.threshold:
-                mark, color = "better", "32"
+                mark, color = "better", "green"
             else:
                 mark, color = "~", None
             arrow = "higher is better" if higher_is_better(m) else "lower is better"

@@ -25,6 +25,7 @@ from typing import Any
 
 from perfsanity.common.errors import ConfigError, PerfsanityError
 from perfsanity.common.processes import tail
+from perfsanity.common.tables import render_table as format_table  # also used by jobs.sweep
 
 MANIFEST_FILE = "sweep_manifest.json"
 DEFAULT_LINES = 40
@@ -219,19 +220,6 @@ def status(path: Path | str, *, live: bool = True) -> list[JobStatus]:
 
 
 # ------------------------------------------------------------------------------------------ tables
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Aligned plain-text table (no control codes)."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
 def _num(value: float | None, digits: int = 1) -> str:
