@@ -35,6 +35,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from perfsanity.common.cliutil import run_main
 from perfsanity.common.errors import PerfsanityError
 from perfsanity.common.files import write_atomic
 from perfsanity.common.ports import listening_sockets, pid_exists
@@ -185,7 +186,7 @@ def _write_marker(venv: Path, spec: ToolSpec) -> None:
 def file_lock(lock_path: Path, what: str, timeout_s: float) -> Iterator[None]:
     """Hold an exclusive cross-process lock (:mod:`filelock`) on ``lock_path``; wait at most ``timeout_s``.
 
-    The holder's pid and task go to ``<lock>.owner`` so a waiter can say whom it waits for.
+    While held, the holder's pid and task are in ``<lock>.owner``, so a waiter can say whom it waits for.
     """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     owner = lock_path.with_name(lock_path.name + ".owner")
@@ -208,6 +209,8 @@ def file_lock(lock_path: Path, what: str, timeout_s: float) -> Iterator[None]:
         write_atomic(owner, f"{os.getpid()} ({what})\n")
         yield
     finally:
+        with contextlib.suppress(OSError):
+            owner.unlink()  # before the release, so it never removes the next holder's note
         lock.release()
 
 
@@ -353,17 +356,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = sub.add_parser("python", help="print the interpreter path of a tool (installs first)")
     where.add_argument("name", choices=sorted(TOOLS))
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         if args.command == "install":
             for tool in args.names:
                 env = ensure_tool(tool)
                 _log(f"{tool} {env.version} ready: {env.python}")
         else:
             print(ensure_tool(args.name).python)
-    except PerfsanityError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from perfsanity.common.errors import ConfigError
-from perfsanity.common.files import write_atomic
+from perfsanity.common.files import read_json, write_atomic
 from perfsanity.spec.config import Config, WorkerConfig
 from perfsanity.spec.topology import Topology
 
@@ -187,13 +186,7 @@ class JobMeta(BaseModel):
     @classmethod
     def read(cls, path: Path) -> JobMeta:
         try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(str(path), "", "file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(str(path), "", f"not readable JSON: {exc}") from None
-        try:
-            meta = cls.model_validate(raw)
+            meta = cls.model_validate(read_json(path))
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])

@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from perfsanity.common.errors import ConfigError, PerfsanityError
-from perfsanity.common.files import write_atomic
+from perfsanity.common.files import read_json, write_atomic
 from perfsanity.load.results_json import (
     LATENCY_FIELDS,
     SCALAR_METRICS,
@@ -369,12 +369,7 @@ class GateReport(BaseModel):
 
     @classmethod
     def read(cls, path: Path) -> GateReport:
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(str(path), "", "file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(str(path), "", f"not readable JSON: {exc}") from None
+        data = read_json(path)
         if isinstance(data, dict):
             data.pop("verdict", None)
             data.pop("regressions", None)
