@@ -277,7 +277,8 @@ class HistoryStore:
                 cur.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
                 if not memory:
                     # the journal-mode switch needs a moment alone with the file: retried like a write
-                    self._lock_retry(_is_sqlite_locked, wait_random(0.01, 0.1))(cur.execute, "PRAGMA journal_mode = WAL")
+                    retry = self._lock_retry(_is_sqlite_locked, wait_random(0.01, 0.1))
+                    retry(cur.execute, "PRAGMA journal_mode = WAL")
                     cur.execute("PRAGMA synchronous = NORMAL")
             finally:
                 cur.close()
@@ -561,6 +562,7 @@ def keys_for_run(job_meta: JobMeta, run: RunResult) -> dict[int, MatchKeys]:
 __all__: Sequence[str] = (
     "HistoryRecord",
     "HistoryStore",
+    "JOB_META_FILE",
     "JobMeta",
     "MatchKeys",
     "RunMeta",
