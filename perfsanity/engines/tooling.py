@@ -186,7 +186,7 @@ def _write_marker(venv: Path, spec: ToolSpec) -> None:
 def file_lock(lock_path: Path, what: str, timeout_s: float) -> Iterator[None]:
     """Hold an exclusive cross-process lock (:mod:`filelock`) on ``lock_path``; wait at most ``timeout_s``.
 
-    While held, the holder's pid and task are in ``<lock>.owner``, so a waiter can say whom it waits for.
+    While held, the holder's pid is in ``<lock>.owner``, so a waiter can say whom it waits for.
     """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     owner = lock_path.with_name(lock_path.name + ".owner")
@@ -206,7 +206,7 @@ def file_lock(lock_path: Path, what: str, timeout_s: float) -> Iterator[None]:
                 f"gave up after {timeout_s:.0f}s waiting for lock {lock_path} "
                 f"(held by another process doing: {what})") from None
     try:
-        write_atomic(owner, f"{os.getpid()} ({what})\n")
+        write_atomic(owner, f"{os.getpid()}\n")
         yield
     finally:
         with contextlib.suppress(OSError):
