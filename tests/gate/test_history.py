@@ -331,3 +331,30 @@ def test_job_meta_json_format_is_unchanged(tmp_path: Path):
     JobMeta.read(src).write(out)
     assert out.read_text() == json.dumps(json.loads(before), indent=2) + "\n"
     assert JobMeta.read(out).match_keys(64) == MatchKeys.from_mapping({**json.loads(before)["keys"], "concurrency": 64})
+
+
+def test_locked_sqlite_is_retried_within_the_budget_then_one_clear_error(tmp_path: Path, monkeypatch):
+    import threading
+    import time
+
+    from perfsanity.results import history
+
+    monkeypatch.setattr(history, "_BUSY_TIMEOUT_S", 0.1)  # each statement gives up fast: the retry does the waiting
+    path = tmp_path / "h.sqlite"
+    run = make_run({64: {"output_token_throughput": 1.0}})
+    with HistoryStore(path, lock_budget_s=1.5) as store:
+        store.count()  # schema in place
+        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        with pytest.raises(PerfsanityError, match="adding records failed: database is locked"):
+            store.add_run(make_keys(), run, RunMeta(timestamp=T0))
+        assert 1.4 < time.monotonic() - started < 10  # kept retrying for the budget, then stopped
+        release = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+        release.start()
+        try:
+            assert len(store.add_run(make_keys(), run, RunMeta(timestamp=T0))) == 1  # retried until the lock went
+        finally:
+            release.join()
+            holder.close()
+        assert store.count() == 1
