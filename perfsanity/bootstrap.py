@@ -17,7 +17,7 @@ REQUIREMENTS = REPO_ROOT / "requirements.txt"
 REQUIREMENTS_NODEPS = REPO_ROOT / "requirements-nodeps.txt"
 # import name -> why it is needed (one line each; checked without importing the modules)
 NEEDED = ("pydantic", "yaml", "sqlalchemy", "psycopg", "matplotlib", "junitparser", "numpy", "scipy", "otava",
-          "hypothesis", "pytest_timeout")
+          "alembic", "tenacity", "filelock", "psutil", "rich", "jinja2", "hypothesis", "pytest_timeout")
 INSTALL_TIMEOUT_S = 900
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -17,7 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from perfsanity.common.errors import ConfigError, PerfsanityError
+from perfsanity.common.cliutil import positive_float, positive_int, run_main
+from perfsanity.common.errors import ConfigError
 from perfsanity.common.tables import num, print_table
 from perfsanity.results.gating import GATE_JUNIT_FILE, gate_job, open_store
 
@@ -30,26 +30,6 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
 
 
 def _results_path(arg: str) -> Path:
@@ -118,12 +98,12 @@ def _add_history(sub: Any) -> None:
     p.add_argument("--config", metavar="NAME", help="only this config")
     p.add_argument("--metric", metavar="M", action="append",
                    help="metric column(s) to show, e.g. ttft_p99 (repeatable; default: the gated metrics)")
-    p.add_argument("--since", type=_positive_float, default=30.0, metavar="DAYS",
+    p.add_argument("--since", type=positive_float, default=30.0, metavar="DAYS",
                    help="only the last DAYS days (default: 30)")
-    p.add_argument("--concurrency", type=_positive_int, metavar="C", help="only this concurrency")
+    p.add_argument("--concurrency", type=positive_int, metavar="C", help="only this concurrency")
     p.add_argument("--post-merge", action="store_true", help="only post-merge records")
     p.add_argument("--all", action="store_true", help="include records marked invalid")
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the newest N records")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="only the newest N records")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     p.add_argument("--history", metavar="URL", help=HISTORY_HELP)
     p.set_defaults(func=cmd_history)
@@ -170,7 +150,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                     + [str(r.keys.concurrency), r.commit[:10], r.branch[:20],
                        "post" if r.post_merge else "pre", valid]
                     + [num(r.metrics.get(m)) for m in metrics])
-        colors.append("31" if regress else ("90" if not r.valid else None))
+        colors.append("red" if regress else ("bright_black" if not r.valid else None))
     print_table(headers, rows, out, colors=colors, right_from=len(headers) - len(metrics))
     return 0
 
@@ -180,7 +160,7 @@ def _add_invalidate(sub: Any) -> None:
         "invalidate", help="mark history records invalid so they never feed a baseline",
         description="Mark records invalid (kept, shown with `history --all`, excluded from baselines).",
     )
-    p.add_argument("record_ids", metavar="RECORD_ID", type=_positive_int, nargs="+",
+    p.add_argument("record_ids", metavar="RECORD_ID", type=positive_int, nargs="+",
                    help="record id(s) from `perfsanity history`")
     p.add_argument("--reason", required=True, help="why, e.g. 'node gb200-17 had a bad NIC'")
     p.add_argument("--history", metavar="URL", help=HISTORY_HELP)
@@ -208,7 +188,7 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("b", metavar="B", help="candidate run: results.json or a job directory")
     p.add_argument("--metric", metavar="M", action="append",
                    help="metric(s) to compare (repeatable; default: the gated metrics)")
-    p.add_argument("--threshold", type=_positive_float, default=5.0, metavar="PCT",
+    p.add_argument("--threshold", type=positive_float, default=5.0, metavar="PCT",
                    help="changes beyond PCT %% in the bad direction are flagged WORSE (default: 5)")
     p.add_argument("--fail-on-regression", action="store_true",
                    help="exit 5 when any metric is WORSE beyond --threshold")
@@ -246,10 +226,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             delta = (vb - va) / abs(va) * 100.0
             bad = -delta if higher_is_better(m) else delta
             if bad > args.threshold:
-                mark, color = "WORSE", "31"
+                mark, color = "WORSE", "red"
                 worse += 1
             elif bad < -args.threshold:
-                mark, color = "better", "32"
+                mark, color = "better", "green"
             else:
                 mark, color = "~", None
             arrow = "higher is better" if higher_is_better(m) else "lower is better"
@@ -278,9 +258,9 @@ def _add_baseline(sub: Any) -> None:
                           description="Pin METRIC of config NAME to VALUE (for one concurrency, or all).")
     pin.add_argument("--config", required=True, metavar="NAME", help="config name, as in results.json")
     pin.add_argument("--metric", required=True, metavar="M", help="flat metric name, e.g. output_token_throughput")
-    pin.add_argument("--value", required=True, type=_positive_float, metavar="V",
+    pin.add_argument("--value", required=True, type=positive_float, metavar="V",
                      help="baseline value (tokens/s for throughputs, ms for latencies)")
-    pin.add_argument("--concurrency", type=_positive_int, metavar="C",
+    pin.add_argument("--concurrency", type=positive_int, metavar="C",
                      help="pin only this concurrency (default: every concurrency)")
     pin.add_argument("--file", type=Path, metavar="FILE",
                      help="baselines YAML (default: $PERFSANITY_BASELINES, else ./baselines.yaml)")
@@ -394,7 +374,7 @@ def _add_trend(sub: Any) -> None:
     )
     p.add_argument("--config", required=True, metavar="NAME", help="config name")
     p.add_argument("--metric", metavar="M", action="append", help="metric(s) to plot (default: the gated ones)")
-    p.add_argument("--since", type=_positive_int, metavar="DAYS", help="lookback window (default: 90)")
+    p.add_argument("--since", type=positive_int, metavar="DAYS", help="lookback window (default: 90)")
     p.add_argument("--baselines", type=Path, metavar="FILE", help="pinned baselines YAML to draw")
     p.add_argument("--out", type=Path, metavar="FILE", help="output file (default: ./trend_<config>.html)")
     p.add_argument("--history", metavar="URL", help=HISTORY_HELP)
@@ -445,13 +425,4 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except PerfsanityError as exc:
-        print(f"perfsanity: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("perfsanity: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # e.g. `perfsanity history | head`
-        return 0
+    return run_main(lambda: args.func(args), prefix="perfsanity: ")

@@ -6,11 +6,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from perfsanity.common.errors import PerfsanityError
+from perfsanity.common.cliutil import run_main
 from perfsanity.plan.launch import REPO_ROOT
 from perfsanity.plan.prepare import DEFAULT_CONFIG, default_out_dir, parse_set, prepare_direct, prepare_l0
 from perfsanity.spec.cluster import cluster_from_env_or_arg
@@ -56,14 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return _run(args, parser)
-    except PerfsanityError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_main(lambda: _run(args, parser))
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

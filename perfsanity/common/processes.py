@@ -1,6 +1,7 @@
 """Processes the harness starts: each in its own session (process group), output to a log file,
-stopped by PID (TERM to the group, then KILL after a bound). A :class:`ProcessSet` is a fail-fast
-registry: it knows every process a role started and stops them all on exit or signal.
+stopped by PID (TERM to the group, then KILL after a bound; group members that outlive the leader are
+found with :mod:`psutil`). A :class:`ProcessSet` is a fail-fast registry: it knows every process a role
+started and stops them all on exit or signal.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import psutil
 
 from perfsanity.common.redact import redact
 
@@ -26,16 +29,6 @@ def tail(path: Path, lines: int = 40, *, max_bytes: int = 64_000) -> str:
     except OSError:
         return ""
     return redact("\n".join(data.splitlines()[-lines:]))
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie (a non-reaping PID 1 leaves zombies behind)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 class ManagedProcess:
@@ -102,16 +95,15 @@ class ManagedProcess:
 
 
 def _group_alive(pgid: int) -> bool:
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    """True if a live (not zombie) process is still in process group ``pgid`` (via :mod:`psutil`)."""
+    for proc in psutil.process_iter(["status"]):
         try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
+            if proc.info["status"] in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                continue
+            if os.getpgid(proc.pid) == pgid:
+                return True
+        except (ProcessLookupError, PermissionError, psutil.Error):
             continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
     return False
 
 

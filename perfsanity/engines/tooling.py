@@ -6,7 +6,7 @@ share dependencies with each other or with the harness, and fresh clones of the 
 
 * First use installs, printing ``[perfsanity] ...`` progress lines on stderr; pip's output goes to
   ``<venv>/perfsanity-install.log``.
-* A cross-process lock (``fcntl.flock`` on ``<venv>.lock``) makes concurrent callers install once;
+* A cross-process lock (:mod:`filelock` on ``<venv>.lock``) makes concurrent callers install once;
   the others wait, bounded by ``PERFSANITY_INSTALL_TIMEOUT`` seconds (default 1200).
 * A venv is trusted only once its ``.perfsanity-complete`` marker exists. The marker is written
   atomically after a smoke import succeeded; a venv without it is deleted and installed again.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -34,8 +33,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
+from perfsanity.common.cliutil import run_main
 from perfsanity.common.errors import PerfsanityError
-from perfsanity.common.ports import listening_sockets
+from perfsanity.common.files import write_atomic
+from perfsanity.common.ports import listening_sockets, pid_exists
 from perfsanity.common.processes import tail
 
 MARKER_NAME = ".perfsanity-complete"
@@ -176,43 +179,39 @@ def _is_complete(venv: Path, spec: ToolSpec) -> bool:
 def _write_marker(venv: Path, spec: ToolSpec) -> None:
     data = {"name": spec.name, "version": spec.version, "fingerprint": spec.fingerprint(),
             "installed_at": time.time()}
-    tmp = venv / f"{MARKER_NAME}.tmp"
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, venv / MARKER_NAME)
+    write_atomic(venv / MARKER_NAME, json.dumps(data))
 
 
 @contextlib.contextmanager
 def file_lock(lock_path: Path, what: str, timeout_s: float) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path``; wait at most ``timeout_s`` for it."""
+    """Hold an exclusive cross-process lock (:mod:`filelock`) on ``lock_path``; wait at most ``timeout_s``.
+
+    While held, the holder's pid is in ``<lock>.owner``, so a waiter can say whom it waits for.
+    """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    owner = lock_path.with_name(lock_path.name + ".owner")
+    lock = FileLock(lock_path)
     try:
-        _acquire(fd, lock_path, what, timeout_s)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
-def _acquire(fd: int, lock_path: Path, what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    announced = False
-    while True:
+        lock.acquire(timeout=0)
+    except Timeout:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
-        if not announced:
-            holder = lock_path.read_text().strip() or "?"
-            _log(f"waiting for {what} by another process (pid {holder}, lock {lock_path})")
-            announced = True
-        if time.monotonic() >= deadline:
+            holder = owner.read_text().strip() or "?"
+        except OSError:
+            holder = "?"
+        _log(f"waiting for {what} by another process (pid {holder}, lock {lock_path})")
+        try:
+            lock.acquire(timeout=timeout_s)
+        except Timeout:
             raise ToolInstallError(
                 f"gave up after {timeout_s:.0f}s waiting for lock {lock_path} "
-                f"(held by another process doing: {what})")
-        time.sleep(0.5)
+                f"(held by another process doing: {what})") from None
+    try:
+        write_atomic(owner, f"{os.getpid()}\n")
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            owner.unlink()  # before the release, so it never removes the next holder's note
+        lock.release()
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -342,8 +341,8 @@ def listening_tcp_ports(pid: int) -> list[tuple[str, int]]:
     Race-free way to learn OS-assigned ports (``--http-port 0``). Raises ``FileNotFoundError`` if
     ``pid`` is gone.
     """
-    if not Path(f"/proc/{pid}").exists():
-        raise FileNotFoundError(f"/proc/{pid}")
+    if not pid_exists(pid):
+        raise FileNotFoundError(f"no process {pid}")
     return listening_sockets(pid, tree=False)
 
 
@@ -357,17 +356,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = sub.add_parser("python", help="print the interpreter path of a tool (installs first)")
     where.add_argument("name", choices=sorted(TOOLS))
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         if args.command == "install":
             for tool in args.names:
                 env = ensure_tool(tool)
                 _log(f"{tool} {env.version} ready: {env.python}")
         else:
             print(ensure_tool(args.name).python)
-    except PerfsanityError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perfsanity.common.errors import ConfigError, PerfsanityError
+from perfsanity.common.cliutil import positive_int, run_main
+from perfsanity.common.errors import ConfigError
 from perfsanity.common.processes import tail
+from perfsanity.common.tables import render_table as format_table  # also used by jobs.sweep
 
 MANIFEST_FILE = "sweep_manifest.json"
 DEFAULT_LINES = 40
@@ -221,19 +223,6 @@ def status(path: Path | str, *, live: bool = True) -> list[JobStatus]:
 # ------------------------------------------------------------------------------------------ tables
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Aligned plain-text table (no control codes)."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
-
-
 def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -371,16 +360,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lines(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
-
-
 def register(subparsers: Any) -> None:
     """Add ``status`` and ``logs`` to an argparse subparsers object (handlers in ``func``)."""
     p = subparsers.add_parser(
@@ -400,7 +379,7 @@ def register(subparsers: Any) -> None:
     )
     lg.add_argument("path", metavar="DIR", help="job directory or sweep directory")
     lg.add_argument("role", metavar="ROLE", nargs="?", help="role whose logs to tail")
-    lg.add_argument("-n", "--lines", type=_lines, default=DEFAULT_LINES, help=f"lines per file (default {DEFAULT_LINES})")
+    lg.add_argument("-n", "--lines", type=positive_int, default=DEFAULT_LINES, help=f"lines per file (default {DEFAULT_LINES})")
     lg.set_defaults(func=cmd_logs)
 
 
@@ -412,13 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except PerfsanityError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except BrokenPipeError:
-        return 0
+    return run_main(lambda: args.func(args))
 
 
 if __name__ == "__main__":

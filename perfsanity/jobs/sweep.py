@@ -49,8 +49,9 @@ from typing import Any, Literal, TextIO
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from perfsanity.common.errors import ConfigError, PerfsanityError
-from perfsanity.common.files import write_atomic
+from perfsanity.common.cliutil import run_main
+from perfsanity.common.errors import ConfigError
+from perfsanity.common.files import read_json, write_atomic
 from perfsanity.jobs.jobdir import format_table
 from perfsanity.plan.launch import REPO_ROOT
 from perfsanity.plan.prepare import PreparedJob, parse_set, prepare_direct
@@ -511,12 +512,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     """``DIR/sweep_manifest.json`` (or the file itself) → dict; ConfigError if unreadable."""
     if path.is_dir():
         path = path / MANIFEST_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(str(path), "", "file not found (is this a sweep directory?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(str(path), "", f"not readable JSON: {exc}") from None
+    data = read_json(path, missing="file not found (is this a sweep directory?)")
     if not isinstance(data, dict) or not isinstance(data.get("points"), list):
         raise ConfigError(str(path), "points", "missing: not a sweep manifest")
     return data
@@ -1039,14 +1035,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from perfsanity.spec.cluster import cluster_from_env_or_arg
 
     args = build_parser().parse_args(argv)
-    try:
-        return run_sweep_cli(args, cluster_from_env_or_arg(args.cluster))
-    except PerfsanityError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted (jobs already submitted keep running; run the same command to resume)", file=sys.stderr)
-        return 130
+    return run_main(lambda: run_sweep_cli(args, cluster_from_env_or_arg(args.cluster)),
+                    interrupted="interrupted (jobs already submitted keep running; run the same command to resume)")
 
 
 if __name__ == "__main__":

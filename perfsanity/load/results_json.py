@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from perfsanity.common.files import write_atomic
+
 SCHEMA_VERSION = 1
 
 
@@ -72,9 +74,7 @@ class RunResult(BaseModel):
 
     def write(self, path: Path) -> None:
         """Write as JSON, atomically (tmp file + rename)."""
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.model_dump_json(indent=2) + "\n")
-        tmp.replace(path)
+        write_atomic(path, self.model_dump_json(indent=2) + "\n")
 
     @classmethod
     def read(cls, path: Path) -> RunResult:

@@ -1,10 +1,18 @@
-"""Human-readable tables of results (terminal and CI logs: plain text, no control codes)."""
+"""Human-readable tables of results (terminal and CI logs: plain text, no control codes).
+
+Rendered by :func:`perfsanity.common.tables.render_table`; the column names below are what the e2e
+tests (and people reading CI logs) look for.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from perfsanity.common.tables import render_table
 from perfsanity.load.results_json import ConcurrencyResult
+
+HEADERS = ("conc", "done/req", "fail", "out tok/s", "tok/s/user", "TTFT p50 ms", "TTFT p99 ms",
+           "TPOT p50 ms", "ITL p50 ms", "E2E p50 ms")
 
 
 def _f(value: float | None, digits: int = 1) -> str:
@@ -12,16 +20,10 @@ def _f(value: float | None, digits: int = 1) -> str:
 
 
 def format_table(results: Sequence[ConcurrencyResult]) -> str:
-    head = ("conc", "done/req", "fail", "out tok/s", "tok/s/user", "TTFT p50 ms", "TTFT p99 ms",
-            "TPOT p50 ms", "ITL p50 ms", "E2E p50 ms")
-    rows = [head]
-    for r in results:
-        rows.append((
-            str(r.concurrency), f"{r.completed}/{r.requested}", str(r.failed),
-            _f(r.output_token_throughput), _f(r.output_token_throughput_per_user),
-            _f(r.ttft.median), _f(r.ttft.p99), _f(r.tpot.median, 2), _f(r.itl.median, 2), _f(r.e2e.median),
-        ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    """One row per concurrency, every column right-aligned."""
+    rows = [(
+        str(r.concurrency), f"{r.completed}/{r.requested}", str(r.failed),
+        _f(r.output_token_throughput), _f(r.output_token_throughput_per_user),
+        _f(r.ttft.median), _f(r.ttft.p99), _f(r.tpot.median, 2), _f(r.itl.median, 2), _f(r.e2e.median),
+    ) for r in results]
+    return render_table(HEADERS, rows, right_from=0)

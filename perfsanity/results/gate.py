@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from perfsanity.common.errors import ConfigError, PerfsanityError
+from perfsanity.common.files import read_json, write_atomic
 from perfsanity.load.results_json import (
     LATENCY_FIELDS,
     SCALAR_METRICS,
@@ -240,12 +241,8 @@ class BaselinesFile(BaseModel):
         data = {"version": self.version, "configs": {}}
         for name, cfg in sorted(self.configs.items()):
             data["configs"][name] = cfg.model_dump(mode="python", exclude_unset=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(
-            "# perfsanity pinned baselines: `perfsanity baseline pin` edits this file\n"
-            + yaml.safe_dump(data, sort_keys=True)
-        )
-        tmp.replace(path)
+        write_atomic(path, "# perfsanity pinned baselines: `perfsanity baseline pin` edits this file\n"
+                     + yaml.safe_dump(data, sort_keys=True))
 
     def pin(self, config_name: str, metric: str, value: float, concurrency: int | None = None) -> None:
         """Pin ``metric`` for one concurrency, or for all when ``concurrency`` is None."""
@@ -368,18 +365,11 @@ class GateReport(BaseModel):
         data = self.model_dump(mode="json")
         data["verdict"] = self.verdict.value
         data["regressions"] = [v.name for v in self.regressions]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        tmp.replace(path)
+        write_atomic(path, json.dumps(data, indent=2) + "\n")
 
     @classmethod
     def read(cls, path: Path) -> GateReport:
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(str(path), "", "file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(str(path), "", f"not readable JSON: {exc}") from None
+        data = read_json(path)
         if isinstance(data, dict):
             data.pop("verdict", None)
             data.pop("regressions", None)

@@ -3,34 +3,33 @@
 The store is safe for several processes writing at once:
 
 * SQLite: WAL journal, a busy timeout, every transaction taken with ``BEGIN IMMEDIATE`` (so two writers
-  never both hold a read lock and then deadlock on the upgrade), and a bounded retry with jitter on
-  "database is locked".
-* PostgreSQL: plain READ COMMITTED inserts; the schema is created under a transaction-scoped advisory
-  lock; serialization failures and deadlocks are retried.
+  never both hold a read lock and then deadlock on the upgrade), and a bounded retry with jitter
+  (:mod:`tenacity`) on "database is locked".
+* PostgreSQL: plain READ COMMITTED inserts; the schema is migrated under a transaction-scoped advisory
+  lock; serialization failures and deadlocks are retried the same way.
 
-The schema is created on first use; doing that concurrently from many processes is safe.
+The schema is managed by Alembic (:mod:`perfsanity.results.migrations`): opening a store upgrades the
+database to the newest revision, in one transaction under the write lock above, so doing it from many
+processes at once is safe, and a database made before migrations existed is adopted as it is. A
+database migrated by a newer perfsanity is refused with a clear error.
 
-A job directory carries the match keys in ``job_meta.json`` (see :class:`JobMeta`), because
-``results.json`` (:class:`~perfsanity.load.results_json.RunResult`) only knows config name, backend, mode and GPUs.
+The match keys are defined once, in :data:`perfsanity.plan.jobmeta.MATCH_KEY_FIELDS`; the ORM columns
+here are derived from it. A job directory carries them in ``job_meta.json`` (see
+:class:`~perfsanity.plan.jobmeta.JobMeta`), because ``results.json``
+(:class:`~perfsanity.load.results_json.RunResult`) only knows config name, backend, mode and GPUs.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
-import random
-import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Self
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -54,14 +53,17 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random, wait_random_exponential
 
 from perfsanity.common.errors import ConfigError, PerfsanityError
+from perfsanity.common.redact import mask_url
 from perfsanity.load.results_json import RunResult, flatten
+from perfsanity.plan.jobmeta import JOB_META_FILE, MATCH_KEY_FIELDS, JobMeta, KeyField, MatchKeys, RunMeta, utc
+from perfsanity.results import migrations
 
 SCHEMA_VERSION = 1
 ENV_HISTORY = "PERFSANITY_HISTORY"
 DEFAULT_HISTORY_PATH = Path("~/.cache/perfsanity/history.sqlite")
-JOB_META_FILE = "job_meta.json"
 
 # Metrics that also get a typed column (handy for SQL dashboards); every metric is in ``metrics`` JSON.
 TYPED_METRICS = (
@@ -77,72 +79,10 @@ _LOCK_BUDGET_S = 120.0  # total time a write keeps retrying "database is locked"
 _BUSY_TIMEOUT_S = 30.0  # sqlite3 busy handler per statement
 _PG_SCHEMA_LOCK_KEY = 0x7065_7266  # arbitrary constant: advisory lock id for schema creation
 _RETRY_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------------------------- keys
-
-
-@dataclass(frozen=True, kw_only=True)
-class MatchKeys:
-    """What must be equal for two measurements to be comparable (one history series per value)."""
-
-    config_name: str
-    model: str
-    precision: str
-    gpu_type: str
-    backend: str
-    mode: str  # e2e / gen_only / ctx_only / aggregated …
-    num_ctx_servers: int
-    num_gen_servers: int
-    ctx_tp: int
-    ctx_pp: int
-    ctx_ep: int
-    ctx_attention_dp: bool
-    gen_tp: int
-    gen_pp: int
-    gen_ep: int
-    gen_attention_dp: bool
-    isl: int
-    osl: int
-    concurrency: int
-    total_gpus: int
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.type == "str":
-                if not isinstance(value, str):
-                    raise ConfigError(None, f"keys.{f.name}", f"must be a string, got {value!r}")
-            elif f.type == "bool":
-                if not isinstance(value, bool):
-                    raise ConfigError(None, f"keys.{f.name}", f"must be true/false, got {value!r}")
-            elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(None, f"keys.{f.name}", f"must be an integer >= 0, got {value!r}")
-
-    def with_concurrency(self, concurrency: int) -> MatchKeys:
-        return dataclasses.replace(self, concurrency=concurrency)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, file: str | None = None) -> MatchKeys:
-        """Build from a mapping; unknown or missing keys are a :class:`ConfigError`."""
-        names = set(cls.field_names())
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(file, "keys", f"unknown key(s) {unknown}; allowed: {sorted(names)}")
-        missing = sorted(names - set(data))
-        if missing:
-            raise ConfigError(file, "keys", f"missing key(s) {missing}")
-        try:
-            return cls(**dict(data))
-        except ConfigError as exc:
-            raise ConfigError(file, exc.key_path, exc.message) from None
 
 
 def _keys_filter(keys: MatchKeys | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -155,129 +95,6 @@ def _keys_filter(keys: MatchKeys | Mapping[str, Any] | None) -> dict[str, Any]:
     if unknown:
         raise ConfigError(None, "keys", f"unknown match key(s) {unknown}; allowed: {sorted(allowed)}")
     return dict(keys)
-
-
-# --------------------------------------------------------------------------------------------- meta
-
-
-def strip_url_secrets(url: str) -> str:
-    """``https://user:token@host/x`` → ``https://host/x`` (build URLs end up in reports and uploads)."""
-    if not url or "@" not in url:
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
-def utc(ts: datetime) -> datetime:
-    """Aware datetime in UTC; naive input is an error (we never guess a timezone)."""
-    if ts.tzinfo is None or ts.tzinfo.utcoffset(ts) is None:
-        raise ConfigError(None, "timestamp", f"must be timezone-aware, got naive {ts.isoformat()}")
-    return ts.astimezone(UTC)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunMeta:
-    """Where a run comes from. ``timestamp`` defaults to now (UTC)."""
-
-    commit: str = ""
-    branch: str = ""
-    build_url: str = ""
-    job_id: str = ""
-    timestamp: datetime | None = None
-    post_merge: bool = False
-    valid: bool = True
-    invalid_reason: str = ""
-
-    def resolved_timestamp(self) -> datetime:
-        return utc(self.timestamp) if self.timestamp is not None else datetime.now(UTC)
-
-
-class _KeysModel(BaseModel):
-    """Match keys as found in ``job_meta.json`` (concurrency comes from each result)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    config_name: str
-    model: str
-    precision: str
-    gpu_type: str
-    backend: str
-    mode: str
-    num_ctx_servers: int
-    num_gen_servers: int
-    ctx_tp: int
-    ctx_pp: int
-    ctx_ep: int
-    ctx_attention_dp: bool
-    gen_tp: int
-    gen_pp: int
-    gen_ep: int
-    gen_attention_dp: bool
-    isl: int
-    osl: int
-    total_gpus: int
-
-
-class JobMeta(BaseModel):
-    """``JOB_DIR/job_meta.json``: match keys + provenance of a job, written by the launcher.
-
-    ``gate`` is the test config's optional ``gate:`` section, copied verbatim (validated by
-    :class:`perfsanity.results.gate.GateConfig`).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    keys: _KeysModel
-    commit: str = ""
-    branch: str = ""
-    build_url: str = ""
-    job_id: str = ""
-    timestamp: datetime | None = None
-    gate: dict[str, Any] | None = None
-
-    def match_keys(self, concurrency: int) -> MatchKeys:
-        return MatchKeys(**self.keys.model_dump(), concurrency=concurrency)
-
-    def run_meta(self, *, post_merge: bool) -> RunMeta:
-        return RunMeta(
-            commit=self.commit,
-            branch=self.branch,
-            build_url=self.build_url,
-            job_id=self.job_id,
-            timestamp=self.timestamp,
-            post_merge=post_merge,
-        )
-
-    @classmethod
-    def read(cls, path: Path) -> JobMeta:
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(str(path), "", "file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(str(path), "", f"not readable JSON: {exc}") from None
-        try:
-            meta = cls.model_validate(raw)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(str(path), loc, f"{err['msg']} (got {err.get('input')!r})") from None
-        if meta.timestamp is not None and meta.timestamp.tzinfo is None:
-            raise ConfigError(str(path), "timestamp", "must carry a timezone, e.g. 2025-01-31T02:00:00Z")
-        return meta
-
-    def write(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.model_dump_json(indent=2) + "\n")
-        tmp.replace(path)
 
 
 # ------------------------------------------------------------------------------------------- schema
@@ -305,54 +122,34 @@ class _Base(DeclarativeBase):
     metadata = MetaData()
 
 
-class _Record(_Base):
-    __tablename__ = "perf_records"
+def _key_column_type(f: KeyField) -> Any:
+    return String(f.width) if f.type is str else (Boolean if f.type is bool else Integer)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_uid: Mapped[str] = mapped_column(String(36), index=True)
-    # match keys
-    config_name: Mapped[str] = mapped_column(String(255))
-    model: Mapped[str] = mapped_column(String(255))
-    precision: Mapped[str] = mapped_column(String(64))
-    gpu_type: Mapped[str] = mapped_column(String(64))
-    backend: Mapped[str] = mapped_column(String(64))
-    mode: Mapped[str] = mapped_column(String(64))
-    num_ctx_servers: Mapped[int] = mapped_column(Integer)
-    num_gen_servers: Mapped[int] = mapped_column(Integer)
-    ctx_tp: Mapped[int] = mapped_column(Integer)
-    ctx_pp: Mapped[int] = mapped_column(Integer)
-    ctx_ep: Mapped[int] = mapped_column(Integer)
-    ctx_attention_dp: Mapped[bool] = mapped_column(Boolean)
-    gen_tp: Mapped[int] = mapped_column(Integer)
-    gen_pp: Mapped[int] = mapped_column(Integer)
-    gen_ep: Mapped[int] = mapped_column(Integer)
-    gen_attention_dp: Mapped[bool] = mapped_column(Boolean)
-    isl: Mapped[int] = mapped_column(Integer)
-    osl: Mapped[int] = mapped_column(Integer)
-    concurrency: Mapped[int] = mapped_column(Integer)
-    total_gpus: Mapped[int] = mapped_column(Integer)
+
+# One row per (run, concurrency). The match-key columns come from MATCH_KEY_FIELDS, the typed metric
+# columns from TYPED_METRICS; NOT NULL unless said otherwise (as the annotated declarative form had it).
+_Record: Any = type("_Record", (_Base,), {
+    "__tablename__": "perf_records",
+    "__table_args__": (Index("ix_perf_records_config_conc_ts", "config_name", "concurrency", "ts"),),
+    "id": mapped_column(Integer, primary_key=True, autoincrement=True),
+    "run_uid": mapped_column(String(36), index=True, nullable=False),
+    **{f.name: mapped_column(_key_column_type(f), nullable=False) for f in MATCH_KEY_FIELDS},
     # provenance
-    commit: Mapped[str] = mapped_column(String(64), default="")
-    branch: Mapped[str] = mapped_column(String(255), default="")
-    build_url: Mapped[str] = mapped_column(Text, default="")
-    job_id: Mapped[str] = mapped_column(String(255), default="")
-    ts: Mapped[datetime] = mapped_column(_UTCDateTime())
-    post_merge: Mapped[bool] = mapped_column(Boolean)
+    "commit": mapped_column(String(64), default="", nullable=False),
+    "branch": mapped_column(String(255), default="", nullable=False),
+    "build_url": mapped_column(Text, default="", nullable=False),
+    "job_id": mapped_column(String(255), default="", nullable=False),
+    "ts": mapped_column(_UTCDateTime(), nullable=False),
+    "post_merge": mapped_column(Boolean, nullable=False),
     # measurements
-    metrics: Mapped[dict[str, float]] = mapped_column(JSON)
-    m_output_token_throughput: Mapped[float | None] = mapped_column(Float, nullable=True)
-    m_total_token_throughput: Mapped[float | None] = mapped_column(Float, nullable=True)
-    m_ttft_median: Mapped[float | None] = mapped_column(Float, nullable=True)
-    m_ttft_p99: Mapped[float | None] = mapped_column(Float, nullable=True)
-    m_tpot_median: Mapped[float | None] = mapped_column(Float, nullable=True)
-    m_itl_median: Mapped[float | None] = mapped_column(Float, nullable=True)
+    "metrics": mapped_column(JSON, nullable=False),
+    **{f"m_{m}": mapped_column(Float, nullable=True) for m in TYPED_METRICS},
     # validity and gate outcome
-    valid: Mapped[bool] = mapped_column(Boolean, default=True)
-    invalid_reason: Mapped[str] = mapped_column(Text, default="")
-    gate_verdicts: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
-    is_regression: Mapped[bool] = mapped_column(Boolean, default=False)
-
-    __table_args__ = (Index("ix_perf_records_config_conc_ts", "config_name", "concurrency", "ts"),)
+    "valid": mapped_column(Boolean, default=True, nullable=False),
+    "invalid_reason": mapped_column(Text, default="", nullable=False),
+    "gate_verdicts": mapped_column(JSON, nullable=True),
+    "is_regression": mapped_column(Boolean, default=False, nullable=False),
+})
 
 
 class _Meta(_Base):
@@ -423,14 +220,6 @@ def _normalize_url(url: str | Path) -> str:
     return f"sqlite:///{path}"
 
 
-def mask_url(url: str) -> str:
-    """The URL with its password hidden (safe to print or put in artifacts)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable URL>"
-
-
 def _is_sqlite_locked(exc: BaseException) -> bool:
     msg = str(getattr(exc, "orig", exc)).lower()
     return "database is locked" in msg or "database is busy" in msg or "database table is locked" in msg
@@ -487,15 +276,9 @@ class HistoryStore:
             try:
                 cur.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
                 if not memory:
-                    deadline = time.monotonic() + self._lock_budget_s
-                    while True:
-                        try:
-                            cur.execute("PRAGMA journal_mode = WAL")
-                            break
-                        except Exception as exc:  # sqlite3.OperationalError
-                            if not _is_sqlite_locked(exc) or time.monotonic() > deadline:
-                                raise
-                            time.sleep(random.uniform(0.01, 0.1))
+                    # the journal-mode switch needs a moment alone with the file: retried like a write
+                    retry = self._lock_retry(_is_sqlite_locked, wait_random(0.01, 0.1))
+                    retry(cur.execute, "PRAGMA journal_mode = WAL")
                     cur.execute("PRAGMA synchronous = NORMAL")
             finally:
                 cur.close()
@@ -517,45 +300,45 @@ class HistoryStore:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def _retrying(self, what: str, fn: Any) -> Any:
-        deadline = time.monotonic() + self._lock_budget_s
-        attempt = 0
-        while True:
-            try:
-                return fn()
-            except DBAPIError as exc:
-                retry = False
-                if self.dialect == "sqlite":
-                    retry = _is_sqlite_locked(exc)
-                else:
-                    retry = getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
-                if retry and time.monotonic() < deadline:
-                    attempt += 1
-                    time.sleep(min(0.02 * (2 ** min(attempt, 6)), 1.0) * random.uniform(0.5, 1.5))
-                    continue
-                lines = str(getattr(exc, "orig", exc)).strip().splitlines()
-                detail = lines[0] if lines else type(exc).__name__
-                raise PerfsanityError(f"history {self.masked_url}: {what} failed: {detail}") from None
+    def _lock_retry(self, transient: Callable[[BaseException], bool], wait: Any) -> Retrying:
+        """Retry ``transient`` errors for at most the lock budget, then re-raise the last one."""
+        return Retrying(retry=retry_if_exception(transient), stop=stop_after_delay(self._lock_budget_s),
+                        wait=wait, reraise=True)
+
+    def _transient(self, exc: BaseException) -> bool:
+        if not isinstance(exc, DBAPIError):
+            return False
+        if self.dialect == "sqlite":
+            return _is_sqlite_locked(exc)
+        return getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
+
+    def _retrying(self, what: str, fn: Callable[[], _T]) -> _T:
+        """Run ``fn``, retrying locks / serialization failures with jittered backoff (bounded by the lock
+        budget); a database error becomes one :class:`PerfsanityError` naming the store and ``what``."""
+        try:
+            return self._lock_retry(self._transient, wait_random_exponential(multiplier=0.02, max=1.0))(fn)
+        except DBAPIError as exc:
+            lines = str(getattr(exc, "orig", exc)).strip().splitlines()
+            detail = lines[0] if lines else type(exc).__name__
+            raise PerfsanityError(f"history {self.masked_url}: {what} failed: {detail}") from None
 
     def _ensure_schema(self) -> None:
         if self._schema_ready:
             return
 
-        def create() -> None:
+        def upgrade() -> None:
             with self._engine.begin() as conn:
                 if self.dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK_KEY})
-                _Base.metadata.create_all(conn, checkfirst=True)
+                migrations.upgrade_to_head(conn, where=f"history {self.masked_url}")
                 row = conn.execute(select(_Meta.value).where(_Meta.key == "schema_version")).first()
-                if row is None:
-                    conn.execute(_Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-                elif int(row[0]) > SCHEMA_VERSION:
+                if row is not None and int(row[0]) > SCHEMA_VERSION:
                     raise PerfsanityError(
                         f"history {self.masked_url} has schema version {row[0]}, newer than this perfsanity "
                         f"understands ({SCHEMA_VERSION}); upgrade perfsanity"
                     )
 
-        self._retrying("creating the schema", create)
+        self._retrying("migrating the schema", upgrade)
         self._schema_ready = True
 
     # ---- API
@@ -606,7 +389,7 @@ class HistoryStore:
                     **k.as_dict(),
                     commit=meta.commit,
                     branch=meta.branch,
-                    build_url=strip_url_secrets(meta.build_url),
+                    build_url=mask_url(meta.build_url, keep_user=False),
                     job_id=meta.job_id,
                     ts=ts,
                     post_merge=meta.post_merge,
@@ -779,12 +562,12 @@ def keys_for_run(job_meta: JobMeta, run: RunResult) -> dict[int, MatchKeys]:
 __all__: Sequence[str] = (
     "HistoryRecord",
     "HistoryStore",
+    "JOB_META_FILE",
     "JobMeta",
     "MatchKeys",
     "RunMeta",
     "default_history_url",
     "group_by_keys",
     "keys_for_run",
-    "mask_url",
-    "strip_url_secrets",
+    "utc",
 )

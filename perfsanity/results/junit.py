@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from perfsanity.common.errors import ConfigError
+from perfsanity.common.files import write_atomic
 from perfsanity.common.redact import redact
 from perfsanity.results.gate import GateReport, MetricVerdict, Verdict
 
@@ -145,10 +146,7 @@ def _recount_root(root: ET.Element) -> None:
 def _write(root: ET.Element, path: Path) -> Path:
     _recount_root(root)
     ET.indent(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)
-    tmp.replace(path)
+    write_atomic(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))
     return path
 
 

@@ -8,7 +8,9 @@ database so the same dashboards can read them: ``s_`` string, ``l_`` long, ``d_`
 Documents are sent with the ``_bulk`` API (NDJSON) to ``<url>/<index>/_bulk``, each with a stable
 ``_id`` (run uid + concurrency), so re-uploading a run overwrites instead of duplicating.
 Credentials come from the environment only (``PERFSANITY_OPENSEARCH_USER``/``_PASSWORD`` for basic
-auth or ``PERFSANITY_OPENSEARCH_TOKEN`` for a bearer token) and never appear in messages.
+auth or ``PERFSANITY_OPENSEARCH_TOKEN`` for a bearer token) and never appear in messages (URLs are
+shown through :func:`perfsanity.common.redact.mask_url`). Unreachable servers, 5xx and 429 answers are
+retried (:mod:`tenacity`, exponential backoff, ``attempts`` in all); other HTTP errors are final.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ import base64
 import hashlib
 import json
 import os
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from perfsanity.common.errors import ConfigError, PerfsanityError
-from perfsanity.results.history import HistoryRecord, strip_url_secrets
+from perfsanity.common.redact import mask_url
+from perfsanity.results.history import HistoryRecord
 
 ENV_URL = "PERFSANITY_OPENSEARCH_URL"
 ENV_INDEX = "PERFSANITY_OPENSEARCH_INDEX"
@@ -48,7 +52,7 @@ class UploadConfig:
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(None, ENV_URL, f"must be an http(s) URL, got {strip_url_secrets(self.url)!r}")
+            raise ConfigError(None, ENV_URL, f"must be an http(s) URL, got {mask_url(self.url, keep_user=False)!r}")
         if not self.index or any(c in self.index for c in '/\\ ?#*"<>|,') or self.index != self.index.lower():
             raise ConfigError(None, ENV_INDEX, f"not a valid index name: {self.index!r}")
         if self.attempts < 1 or self.timeout_s <= 0:
@@ -56,13 +60,13 @@ class UploadConfig:
 
     @property
     def endpoint(self) -> str:
-        parts = urlsplit(self.url)
-        base = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return f"{base}{parts.path.rstrip('/')}/{self.index}/_bulk"
+        """``<url>/<index>/_bulk``, without credentials, query or fragment (safe to print)."""
+        parts = urlsplit(mask_url(self.url, keep_user=False))
+        return urlunsplit((parts.scheme, parts.netloc, f"{parts.path.rstrip('/')}/{self.index}/_bulk", "", ""))
 
     @property
     def display_url(self) -> str:
-        return strip_url_secrets(self.endpoint)
+        return self.endpoint
 
 
 def config_from_env(env: Mapping[str, str] | None = None) -> UploadConfig | None:
@@ -81,7 +85,7 @@ def config_from_env(env: Mapping[str, str] | None = None) -> UploadConfig | None
     elif user:
         cred = base64.b64encode(f"{user}:{password or ''}".encode()).decode("ascii")
         headers["Authorization"] = f"Basic {cred}"
-    return UploadConfig(url=strip_url_secrets(url), index=env.get(ENV_INDEX, DEFAULT_INDEX).strip(),
+    return UploadConfig(url=mask_url(url, keep_user=False), index=env.get(ENV_INDEX, DEFAULT_INDEX).strip(),
                         headers=headers)
 
 
@@ -112,7 +116,7 @@ def document(record: HistoryRecord) -> dict[str, Any]:
         "l_num_gpus": k.total_gpus,
         "s_commit": record.commit,
         "s_branch": record.branch,
-        "s_build_url": strip_url_secrets(record.build_url),
+        "s_build_url": mask_url(record.build_url, keep_user=False),
         "s_job_id": record.job_id,
         "s_run_uid": record.run_uid,
         "l_record_id": record.id,
@@ -141,6 +145,26 @@ def bulk_body(records: Sequence[HistoryRecord], index: str) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+class _Transient(Exception):
+    """A failed POST worth retrying (unreachable, 5xx, 429)."""
+
+
+class _Final(Exception):
+    """A failed POST not worth retrying (other HTTP errors)."""
+
+
+def _post(config: UploadConfig, body: bytes, headers: Mapping[str, str]) -> bytes:
+    req = urllib.request.Request(config.endpoint, data=body, headers=dict(headers), method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=config.timeout_s) as resp:  # noqa: S310 - http(s) only
+            return resp.read()
+    except urllib.error.HTTPError as exc:
+        error = f"HTTP {exc.code} {exc.reason}"
+        raise (_Transient(error) if exc.code >= 500 or exc.code == 429 else _Final(error)) from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise _Transient(f"unreachable ({getattr(exc, 'reason', exc)})") from None
+
+
 def upload_records(records: Sequence[HistoryRecord], config: UploadConfig) -> int:
     """POST ``records`` in one bulk request; returns how many were indexed. Raises
     :class:`PerfsanityError` on HTTP errors, unreachable servers or per-document failures."""
@@ -148,37 +172,26 @@ def upload_records(records: Sequence[HistoryRecord], config: UploadConfig) -> in
         return 0
     body = bulk_body(records, config.index)
     headers = {"Content-Type": "application/x-ndjson", "Accept": "application/json", **config.headers}
-    last_error = ""
-    for attempt in range(config.attempts):
-        if attempt:
-            time.sleep(min(2.0 ** attempt * 0.25, 4.0))
-        req = urllib.request.Request(config.endpoint, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=config.timeout_s) as resp:  # noqa: S310 - http(s) only
-                payload = resp.read()
-        except urllib.error.HTTPError as exc:
-            last_error = f"HTTP {exc.code} {exc.reason}"
-            if exc.code < 500 and exc.code != 429:
-                break
-            continue
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            last_error = f"unreachable ({reason})"
-            continue
-        try:
-            answer = json.loads(payload or b"{}")
-        except json.JSONDecodeError:
-            raise PerfsanityError(f"upload to {config.display_url}: answer is not JSON") from None
-        if isinstance(answer, dict) and answer.get("errors"):
-            reasons = []
-            for item in answer.get("items", []):
-                info = next(iter(item.values()), {}) if isinstance(item, dict) else {}
-                err = info.get("error") if isinstance(info, dict) else None
-                if err:
-                    reasons.append(str(err.get("reason", err) if isinstance(err, dict) else err))
-            raise PerfsanityError(
-                f"upload to {config.display_url}: {len(reasons)} document(s) rejected: "
-                f"{reasons[0] if reasons else 'unknown reason'}"
-            )
-        return len(records)
-    raise PerfsanityError(f"upload to {config.display_url} failed after {config.attempts} attempt(s): {last_error}")
+    retrying = Retrying(retry=retry_if_exception_type(_Transient), stop=stop_after_attempt(config.attempts),
+                        wait=wait_exponential(multiplier=0.5, max=4.0), reraise=True)
+    try:
+        payload = retrying(_post, config, body, headers)
+    except (_Transient, _Final) as exc:
+        tries = retrying.statistics.get("attempt_number", config.attempts)
+        raise PerfsanityError(f"upload to {config.display_url} failed after {tries} attempt(s): {exc}") from None
+    try:
+        answer = json.loads(payload or b"{}")
+    except json.JSONDecodeError:
+        raise PerfsanityError(f"upload to {config.display_url}: answer is not JSON") from None
+    if isinstance(answer, dict) and answer.get("errors"):
+        reasons = []
+        for item in answer.get("items", []):
+            info = next(iter(item.values()), {}) if isinstance(item, dict) else {}
+            err = info.get("error") if isinstance(info, dict) else None
+            if err:
+                reasons.append(str(err.get("reason", err) if isinstance(err, dict) else err))
+        raise PerfsanityError(
+            f"upload to {config.display_url}: {len(reasons)} document(s) rejected: "
+            f"{reasons[0] if reasons else 'unknown reason'}"
+        )
+    return len(records)

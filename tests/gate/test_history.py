@@ -12,7 +12,9 @@ from gate_helpers import CONFIG, make_keys, make_run
 from gate_workers import write_runs
 
 from perfsanity.common.errors import ConfigError, PerfsanityError
-from perfsanity.results.history import HistoryStore, JobMeta, MatchKeys, RunMeta, mask_url, strip_url_secrets
+from perfsanity.common.redact import mask_url
+from perfsanity.plan.jobmeta import JobMeta, MatchKeys, RunMeta
+from perfsanity.results.history import HistoryStore
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -104,7 +106,7 @@ def test_build_url_credentials_are_not_stored(store):
     (rid,) = store.add_run(make_keys(), make_run({64: {"output_token_throughput": 1.0}}),
                            RunMeta(timestamp=T0, build_url="https://bot:s3cret@ci.example/job/7/"))
     assert store.get(rid).build_url == "https://ci.example/job/7/"
-    assert strip_url_secrets("https://ci/x") == "https://ci/x"
+    assert mask_url("https://ci/x", keep_user=False) == "https://ci/x"
 
 
 def test_parallel_writers_lose_nothing(store_url):
@@ -196,3 +198,163 @@ def test_job_meta_errors_name_the_file_and_key(tmp_path: Path):
         JobMeta.read(p)
     with pytest.raises(ConfigError, match="file not found"):
         JobMeta.read(tmp_path / "missing.json")
+
+
+# ---------------------------------------------------------------------------------- schema migrations
+
+# Verbatim what the perfsanity before Alembic created (``_Base.metadata.create_all`` on SQLite; on
+# PostgreSQL the id is SERIAL and ts TIMESTAMP WITH TIME ZONE), with its schema_version row.
+_PRE_ALEMBIC_DDL = """
+CREATE TABLE perf_records (
+    id {id_type} NOT NULL, run_uid VARCHAR(36) NOT NULL, config_name VARCHAR(255) NOT NULL,
+    model VARCHAR(255) NOT NULL, precision VARCHAR(64) NOT NULL, gpu_type VARCHAR(64) NOT NULL,
+    backend VARCHAR(64) NOT NULL, mode VARCHAR(64) NOT NULL, num_ctx_servers INTEGER NOT NULL,
+    num_gen_servers INTEGER NOT NULL, ctx_tp INTEGER NOT NULL, ctx_pp INTEGER NOT NULL, ctx_ep INTEGER NOT NULL,
+    ctx_attention_dp BOOLEAN NOT NULL, gen_tp INTEGER NOT NULL, gen_pp INTEGER NOT NULL, gen_ep INTEGER NOT NULL,
+    gen_attention_dp BOOLEAN NOT NULL, isl INTEGER NOT NULL, osl INTEGER NOT NULL, concurrency INTEGER NOT NULL,
+    total_gpus INTEGER NOT NULL, "commit" VARCHAR(64) NOT NULL, branch VARCHAR(255) NOT NULL,
+    build_url TEXT NOT NULL, job_id VARCHAR(255) NOT NULL, ts {ts_type} NOT NULL, post_merge BOOLEAN NOT NULL,
+    metrics JSON NOT NULL, m_output_token_throughput FLOAT, m_total_token_throughput FLOAT, m_ttft_median FLOAT,
+    m_ttft_p99 FLOAT, m_tpot_median FLOAT, m_itl_median FLOAT, valid BOOLEAN NOT NULL, invalid_reason TEXT NOT NULL,
+    gate_verdicts JSON, is_regression BOOLEAN NOT NULL, PRIMARY KEY (id)
+);
+CREATE INDEX ix_perf_records_config_conc_ts ON perf_records (config_name, concurrency, ts);
+CREATE INDEX ix_perf_records_run_uid ON perf_records (run_uid);
+CREATE TABLE perfsanity_meta ("key" VARCHAR(64) NOT NULL, value TEXT NOT NULL, PRIMARY KEY ("key"));
+INSERT INTO perfsanity_meta ("key", value) VALUES ('schema_version', '1');
+"""
+_PRE_ALEMBIC_ROW = """
+INSERT INTO perf_records (run_uid, config_name, model, precision, gpu_type, backend, mode, num_ctx_servers,
+    num_gen_servers, ctx_tp, ctx_pp, ctx_ep, ctx_attention_dp, gen_tp, gen_pp, gen_ep, gen_attention_dp, isl, osl,
+    concurrency, total_gpus, "commit", branch, build_url, job_id, ts, post_merge, metrics,
+    m_output_token_throughput, valid, invalid_reason, is_regression)
+VALUES (:uid, :config_name, :model, :precision, :gpu_type, :backend, :mode, :num_ctx_servers, :num_gen_servers,
+    :ctx_tp, :ctx_pp, :ctx_ep, :ctx_attention_dp, :gen_tp, :gen_pp, :gen_ep, :gen_attention_dp, :isl, :osl,
+    :concurrency, :total_gpus, 'old1', 'main', '', '41', :ts, :post_merge, '{"output_token_throughput": 777.0}',
+    777.0, :valid, '', :is_regression)
+"""
+
+
+def _engine_for(store_url: str):
+    from sqlalchemy import create_engine
+
+    return create_engine(store_url if "://" in store_url else f"sqlite:///{store_url}")
+
+
+def _make_pre_alembic_db(store_url: str) -> None:
+    from sqlalchemy import text
+
+    engine = _engine_for(store_url)
+    pg = engine.dialect.name == "postgresql"
+    ddl = _PRE_ALEMBIC_DDL.format(id_type="SERIAL" if pg else "INTEGER",
+                                  ts_type="TIMESTAMP WITH TIME ZONE" if pg else "DATETIME")
+    ts = T0 if pg else T0.replace(tzinfo=None)  # the old store kept naive UTC on SQLite
+    with engine.begin() as conn:
+        for statement in filter(str.strip, ddl.split(";")):
+            conn.execute(text(statement))
+        conn.execute(text(_PRE_ALEMBIC_ROW), {"uid": "u-old", "ts": ts, "post_merge": True, "valid": True,
+                                              "is_regression": False, **make_keys(concurrency=64).as_dict()})
+    engine.dispose()
+
+
+def _alembic_revision(store_url: str) -> str | None:
+    from sqlalchemy import text
+
+    engine = _engine_for(store_url)
+    with engine.connect() as conn:
+        rev = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+    engine.dispose()
+    return rev
+
+
+def test_database_made_before_migrations_is_adopted_and_keeps_working(store_url):
+    from perfsanity.results.migrations import head_revision
+
+    _make_pre_alembic_db(store_url)
+    with HistoryStore(store_url) as store:
+        (old,) = store.query(make_keys(concurrency=64))
+        assert (old.commit, old.job_id, old.timestamp, old.metrics) == ("old1", "41", T0,
+                                                                        {"output_token_throughput": 777.0})
+        (new_id,) = store.add_run(make_keys(), make_run({64: {"output_token_throughput": 800.0}}),
+                                  RunMeta(timestamp=T0 + timedelta(days=1), post_merge=True))
+        assert [r.metrics["output_token_throughput"] for r in store.query(make_keys(concurrency=64))] == [777.0, 800.0]
+        assert new_id > old.id
+    assert _alembic_revision(store_url) == head_revision()
+    with HistoryStore(store_url) as again:  # already at head: opening again changes nothing
+        assert again.count() == 2
+
+
+def test_fresh_database_is_created_by_the_migrations_and_matches_the_orm(store_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from perfsanity.results.history import _Base
+    from perfsanity.results.migrations import head_revision
+
+    with HistoryStore(store_url) as store:
+        assert store.count() == 0
+    assert _alembic_revision(store_url) == head_revision()
+    engine = _engine_for(store_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), _Base.metadata)
+    engine.dispose()
+    assert diff == []  # the ORM columns (derived from MATCH_KEY_FIELDS) are exactly what revision 0001 made
+
+
+def test_database_from_a_newer_perfsanity_is_refused(store_url):
+    from sqlalchemy import text
+
+    with HistoryStore(store_url) as store:
+        store.count()
+    engine = _engine_for(store_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'f00d'"))
+    engine.dispose()
+    with HistoryStore(store_url) as store, pytest.raises(PerfsanityError, match="newer perfsanity") as info:
+        store.count()
+    assert "f00d" in str(info.value)
+
+
+def test_job_meta_json_format_is_unchanged(tmp_path: Path):
+    """job_meta.json as the store's writer produced it before the schema moved to plan.jobmeta."""
+    keys = ('"config_name": "c", "model": "m", "precision": "fp8", "gpu_type": "GB200", "backend": "trtllm", '
+            '"mode": "e2e", "num_ctx_servers": 1, "num_gen_servers": 2, "ctx_tp": 4, "ctx_pp": 1, "ctx_ep": 4, '
+            '"ctx_attention_dp": true, "gen_tp": 8, "gen_pp": 1, "gen_ep": 8, "gen_attention_dp": false, '
+            '"isl": 1024, "osl": 1024, "total_gpus": 20')
+    before = (f'{{"keys": {{{keys}}}, "commit": "abc", "branch": "", "build_url": "", "job_id": "", '
+              '"timestamp": "2025-01-02T00:00:00Z", "gate": {"metrics": ["x"]}}')
+    import json
+
+    src = tmp_path / "before.json"
+    src.write_text(before)
+    out = tmp_path / "job_meta.json"
+    JobMeta.read(src).write(out)
+    assert out.read_text() == json.dumps(json.loads(before), indent=2) + "\n"
+    assert JobMeta.read(out).match_keys(64) == MatchKeys.from_mapping({**json.loads(before)["keys"], "concurrency": 64})
+
+
+def test_locked_sqlite_is_retried_within_the_budget_then_one_clear_error(tmp_path: Path, monkeypatch):
+    import threading
+    import time
+
+    from perfsanity.results import history
+
+    monkeypatch.setattr(history, "_BUSY_TIMEOUT_S", 0.1)  # each statement gives up fast: the retry does the waiting
+    path = tmp_path / "h.sqlite"
+    run = make_run({64: {"output_token_throughput": 1.0}})
+    with HistoryStore(path, lock_budget_s=1.5) as store:
+        store.count()  # schema in place
+        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        with pytest.raises(PerfsanityError, match="adding records failed: database is locked"):
+            store.add_run(make_keys(), run, RunMeta(timestamp=T0))
+        assert 1.4 < time.monotonic() - started < 10  # kept retrying for the budget, then stopped
+        release = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+        release.start()
+        try:
+            assert len(store.add_run(make_keys(), run, RunMeta(timestamp=T0))) == 1  # retried until the lock went
+        finally:
+            release.join()
+            holder.close()
+        assert store.count() == 1

@@ -47,7 +47,7 @@ def test_job_report_escapes_everything_and_embeds_plots():
     gate = evaluate(run, config=GateConfig(baselines={"output_token_throughput": {64: 6000.0}}))
     html = render_job_report(run, gate=gate, meta=job_meta(EVIL))
     assert "<script>" not in html and "<img src=x" not in html
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&quot;" in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&amp;&#34;" in html  # Jinja2 autoescape (markupsafe)
     assert "abc123secret" not in html
     assert 'class="warn"' in html and ">WARN<" in html  # the c64 throughput row, colored
     pngs = _pngs(html)

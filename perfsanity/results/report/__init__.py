@@ -1,7 +1,8 @@
 """Reports: a static HTML report per job (:mod:`.job`) and a nightly trend report per config (:mod:`.trend`).
 
-Both are single self-contained HTML files (inline CSS, PNG plots embedded as base64, no scripts); every
-value is HTML-escaped. Plots use matplotlib's Agg canvas (:mod:`.plots`).
+Both are single self-contained HTML files (inline CSS, PNG plots embedded as base64, no scripts), rendered
+from Jinja2 templates in ``templates/`` with autoescape on (:mod:`.html`), so every value is HTML-escaped.
+Plots use matplotlib's Agg canvas (:mod:`.plots`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Nightly trend report per config: each gated metric over time, per concurrency, with the baseline
-band and detected change points marked."""
+band and detected change points marked; rendered from ``templates/trend.html.j2``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from perfsanity.common.errors import PerfsanityError
+from perfsanity.common.files import write_atomic
 from perfsanity.load.results_json import higher_is_better
 from perfsanity.results.changepoint import ChangePoint, detect_change_points
 from perfsanity.results.gate import GateConfig, history_baseline
 from perfsanity.results.history import HistoryStore, MatchKeys, group_by_keys, utc
 from perfsanity.results.report import plots
-from perfsanity.results.report.html import esc, fmt, img, page, table
+from perfsanity.results.report.html import fmt, render
 
 
 @dataclass(frozen=True)
@@ -74,25 +75,23 @@ def keys_summary(keys: MatchKeys) -> str:
             f"ISL {k.isl} / OSL {k.osl} · {k.total_gpus} GPUs")
 
 
-def change_point_rows(panels: Sequence[TrendPanel]) -> str:
+def change_point_rows(panels: Sequence[TrendPanel]) -> tuple[list[list[str]], list[str]]:
+    """Rows of the change-point table and their CSS classes (``fail`` for regressions)."""
     rows, classes = [], []
     for p in panels:
         for cp in p.change_points:
             rows.append([
-                esc(f"c{p.keys.concurrency}"),
-                esc(p.metric),
-                esc(cp.time.isoformat(timespec="minutes")),
-                esc(fmt(cp.mean_before)),
-                esc(fmt(cp.mean_after)),
-                esc(f"{cp.magnitude_pct:+.1f}%"),
-                (esc("regression" if cp.regression else "improvement"), "v"),
-                esc(f"{cp.pvalue:.1e}"),
+                f"c{p.keys.concurrency}",
+                p.metric,
+                cp.time.isoformat(timespec="minutes"),
+                fmt(cp.mean_before),
+                fmt(cp.mean_after),
+                f"{cp.magnitude_pct:+.1f}%",
+                "regression" if cp.regression else "improvement",
+                f"{cp.pvalue:.1e}",
             ])
             classes.append("fail" if cp.regression else "pass")
-    if not rows:
-        return '<p class="muted">No change points in this window.</p>'
-    return table(["concurrency", "metric", "first run after", "mean before", "mean after", "change",
-                  "kind", "p-value"], rows, left=2, row_classes=classes)
+    return rows, classes
 
 
 def render_trend_report(
@@ -118,26 +117,24 @@ def render_trend_report(
     groups: dict[MatchKeys, list[MatchKeys]] = {}
     for keys in group_by_keys(records):
         groups.setdefault(keys.with_concurrency(0), []).append(keys)
-    parts = [f"<h1>Perf trend: {esc(config_name)}</h1>",
-             f'<p class="meta">last <b>{config.lookback_days}</b> days up to '
-             f"<b>{esc(now.isoformat(timespec='minutes'))}</b> · history {esc(store.masked_url)} · "
-             f"{len(records)} records</p>"]
+    rendered = []
     for group, members in groups.items():
-        parts.append(f"<h2>{esc(keys_summary(group))}</h2>")
-        group_panels = []
+        group_panels, concurrencies = [], []
         for keys in sorted(members, key=lambda k: k.concurrency):
-            parts.append(f"<h3>concurrency {keys.concurrency}</h3>")
             figs = []
             for metric in metrics:
                 panel = trend_panel(store, keys, metric, config=config, now=now)
                 if panel.points == 0:
                     continue
                 group_panels.append(panel)
-                figs.append(img(panel.png, f"{metric} at concurrency {keys.concurrency}"))
-            parts.append(f'<div class="plots">{"".join(figs)}</div>' if figs
-                         else '<p class="muted">no data</p>')
-        parts.append("<h3>Change points</h3>" + change_point_rows(group_panels))
-    return page(f"perf trend {config_name}", "\n".join(parts), now)
+                figs.append((panel.png, f"{metric} at concurrency {keys.concurrency}"))
+            concurrencies.append({"concurrency": keys.concurrency, "figs": figs})
+        rows, classes = change_point_rows(group_panels)
+        rendered.append({"summary": keys_summary(group), "concurrencies": concurrencies, "change_points": rows,
+                         "change_point_classes": classes})
+    return render("trend.html.j2", title=f"perf trend {config_name}", generated_at=now, config_name=config_name,
+                  lookback_days=config.lookback_days, history_url=store.masked_url, record_count=len(records),
+                  groups=rendered)
 
 
 def write_trend_report(
@@ -150,9 +147,6 @@ def write_trend_report(
     now: datetime | None = None,
 ) -> Path:
     text = render_trend_report(store, config_name, config=config, metrics=metrics, now=now)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    write_atomic(out, text)
     return out
 
