@@ -26,7 +26,7 @@ from typing import Any
 from perfsanity.common.cliutil import positive_int, run_main
 from perfsanity.common.errors import ConfigError
 from perfsanity.common.processes import tail
-from perfsanity.common.tables import render_table as format_table  # also used by jobs.sweep
+from perfsanity.common.tables import render_table as format_table
 
 MANIFEST_FILE = "sweep_manifest.json"
 DEFAULT_LINES = 40

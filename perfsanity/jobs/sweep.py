@@ -50,9 +50,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from perfsanity.common.cliutil import run_main
-from perfsanity.common.errors import ConfigError
+from perfsanity.common.errors import ConfigError, PerfsanityError
 from perfsanity.common.files import read_json, write_atomic
-from perfsanity.jobs.jobdir import format_table
+from perfsanity.common.tables import render_table as format_table
 from perfsanity.plan.launch import REPO_ROOT
 from perfsanity.plan.prepare import PreparedJob, parse_set, prepare_direct
 from perfsanity.spec.cluster import ClusterDefaults
