@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     direct.add_argument("--config", help=f"test config YAML (default: {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
     direct.add_argument("--cluster", help="cluster defaults YAML (default: $PERFSANITY_CLUSTER)")
     direct.add_argument("--out", help="job directory (default: out/<config>-<timestamp>)")
+    direct.add_argument("--server", metavar="NAME",
+                        help="the server_configs entry of a TensorRT-LLM aggregated config to run")
     direct.add_argument("--mode", choices=["e2e", "gen_only", "gen_only_no_context"], help="override benchmark.mode")
     direct.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set benchmark.concurrency_list='1 8' (repeatable)")
@@ -118,7 +120,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return run_sweep_cli(args, cluster)
     config_path = Path(args.config) if args.config else DEFAULT_CONFIG
     out = Path(args.out) if args.out else default_out_dir(config_path)
-    job = prepare_direct(config_path, out, cluster=cluster, mode=args.mode, overrides=parse_set(args.set) or None)
+    job = prepare_direct(config_path, out, cluster=cluster, mode=args.mode, overrides=parse_set(args.set) or None,
+                         server=args.server)
     job.write()
     print(job.summary())
     if args.local:

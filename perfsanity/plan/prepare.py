@@ -155,20 +155,26 @@ def prepare_direct(
     cluster: ClusterDefaults | None = None,
     mode: str | None = None,
     overrides: dict | None = None,
+    server: str | None = None,
 ) -> PreparedJob:
+    """One job from a config file. ``server`` picks the case of a TensorRT-LLM aggregated file
+    (``server_configs``; optional when it has one server)."""
     if mode:
         overrides = {**(overrides or {}), "benchmark.mode": mode}
-    config = load_config(config_path, cluster=cluster, overrides=overrides)
+    config = load_config(config_path, cluster=cluster, overrides=overrides, server=server)
     check_needed(config, direct=True)
     topology = build_topology(config)
     job_dir = job_dir.resolve()
     config_text = None
-    if overrides:
+    raw = read_yaml(config_path)
+    aggregated = upstream.is_aggregated(raw)
+    if overrides or aggregated:
         # roles load the config from PERFSANITY_CONFIG: give them the effective one, same name and kind
-        raw = read_yaml(config_path)
-        if upstream.is_aggregated(raw):
-            _, raw = upstream.aggregated_case(raw, None, config=config_path.stem, source=str(config_path))
-        raw = apply_overrides(raw, overrides, source=str(config_path))
+        # (an upstream aggregated file becomes the one case it was asked for)
+        if aggregated:
+            _, raw = upstream.aggregated_case(raw, server, config=config_path.stem, source=str(config_path))
+        if overrides:
+            raw = apply_overrides(raw, overrides, source=str(config_path))
         config_text = yaml.safe_dump(raw, sort_keys=False)
         config_path = job_dir / "config" / config.kind / "perf" / f"{config.name}.yaml"
     paths = LaunchPaths(repo=REPO_ROOT, job_dir=job_dir, config=config_path.resolve())

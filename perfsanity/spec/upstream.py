@@ -136,8 +136,8 @@ def _server(raw: Mapping[str, Any], server: str | None, source: str | None) -> t
         if len(servers) == 1:
             return 0, servers[0]
         raise ConfigError(source, "server_configs",
-                          f"has {len(servers)} servers ({', '.join(names)}); pick one with the test id "
-                          "aggr_upload-<config>-<server>")
+                          f"has {len(servers)} servers ({', '.join(names)}); pick one with --server NAME "
+                          "(direct mode) or the test id aggr_upload-<config>-<server> (L0)")
     for i, entry in enumerate(servers):
         if str(entry["name"]) == server:
             return i, entry
