@@ -102,14 +102,6 @@ class Slurm(_Strict):
     mpi: str | None = Field(default=None, description="srun --mpi value for worker steps, e.g. pmix")
     script_file: str | None = None  # compatibility; unused
 
-    @field_validator("job_time", mode="before")
-    @classmethod
-    def _job_time_sexagesimal(cls, v: Any) -> Any:
-        # YAML 1.1 reads an unquoted 02:00:00 (as upstream writes it) as the base-60 integer 7200
-        if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_TIMEOUT_S:
-            return f"{v // 3600:02d}:{v % 3600 // 60:02d}:{v % 60:02d}"
-        return v
-
     @field_validator("job_time")
     @classmethod
     def _job_time(cls, v: str) -> str:
@@ -438,6 +430,18 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+# No YAML 1.1 base-60 numbers (YAML 1.2 dropped them): TensorRT-LLM writes ``job_time: 02:00:00``
+# unquoted, which PyYAML would read as the integer 7200. Same resolvers, same order, minus the
+# ``[-+]?[1-9][0-9_]*(:[0-5]?[0-9])+`` alternatives.
+_INT_RE = re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$")
+_FLOAT_RE = re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+                       r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+_NO_BASE_60 = {"tag:yaml.org,2002:int": _INT_RE, "tag:yaml.org,2002:float": _FLOAT_RE}
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, _NO_BASE_60.get(tag, regexp)) for tag, regexp in resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -20,8 +20,8 @@ Contract (pure functions on plain data, no I/O except :func:`config_folders`/:fu
   overridden by ``$AGG_CONFIG_FOLDER`` / ``$DISAGG_CONFIG_FOLDER`` (a relative value is joined to the
   llm-src root), see :func:`config_folders`.
 * **Compatibility keys.** ``environment.client_env_var`` is upstream's name of our
-  ``benchmark_env_var``; ``slurm.job_time: 02:00:00`` unquoted is a YAML 1.1 base-60 integer, which
-  :mod:`perfsanity.spec.config` turns back into ``HH:MM:SS``.
+  ``benchmark_env_var``; ``slurm.job_time: 02:00:00`` unquoted stays the string it looks like
+  (:func:`perfsanity.spec.config.read_yaml` reads no YAML 1.1 base-60 numbers).
 
 Every error is a :class:`~perfsanity.common.errors.ConfigError` naming the file and key.
 """
