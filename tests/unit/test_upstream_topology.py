@@ -30,7 +30,7 @@ def disagg_layouts(draw):
                        "context_parallel_size": 1, "moe_expert_parallel_size": 1, "max_batch_size": 8}
     n_ctx, n_gen = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     raw = {"metadata": {"model_name": "m", "model_dir_name": "M"},
-           "slurm": {"partition": "<partition>", "account": "<account>", "job_time": 7200},
+           "slurm": {"partition": "<partition>", "account": "<account>", "job_time": "02:00:00"},
            "hardware": {"gpus_per_node": gpn, "num_ctx_servers": n_ctx, "num_gen_servers": n_gen},
            "environment": {"model_path": "<model_path>", "work_dir": "<full_path_to_work_dir>"},
            "benchmark": {"mode": "e2e", "concurrency_list": "1 8"},
