@@ -116,6 +116,8 @@ class PreparedJob:
     def summary(self) -> str:
         lines = [
             f"config   {self.config_path}  ({self.config.metadata.backend}, {self.config.benchmark.mode})",
+            *([f"from     {self.config.source}"] if self.config.source
+              and Path(self.config.source).resolve() != self.config_path.resolve() else []),
             f"test id  {self.test_id}",
             *self.topology.summary_lines(),
             f"job dir  {self.job_dir}",
@@ -276,7 +278,8 @@ def _models_root(prefix: str, environ: Mapping[str, str]) -> str | None:
 
 
 def _l0_effective(case: L0Case, sel: TestSelection, entry: TestEntry, cluster: ClusterDefaults | None,
-                  prefix: str, environ: Mapping[str, str]) -> tuple[Config, dict, Config | None]:
+                  prefix: str, environ: Mapping[str, str],
+                  overrides: Mapping[str, object] | None = None) -> tuple[Config, dict, Config | None]:
     """(the job's config, its raw form for the roles, what the roles would load from the file itself)."""
     source = str(case.path)
     raw = read_yaml(case.path)
@@ -294,6 +297,8 @@ def _l0_effective(case: L0Case, sel: TestSelection, entry: TestEntry, cluster: C
                               "disaggregated config here, not TensorRT-LLM's aggregated format")
         name = case.name
     raw, placeholders = upstream.strip_placeholders(upstream.normalize(raw))
+    if overrides:
+        raw = apply_overrides(raw, overrides, source=source)
     if sel.mode:
         raw = apply_overrides(raw, {"benchmark.mode": sel.mode}, source=source)
     config = config_from_dict(raw, name=name, kind=kind, source=source, cluster=cluster)
@@ -318,7 +323,7 @@ def _l0_effective(case: L0Case, sel: TestSelection, entry: TestEntry, cluster: C
     dumped = config.model_dump()
     config._placeholders = {k: v for k, v in placeholders.items() if _value_at(dumped, k) is None}
     roles_view = None
-    if case.form == "ours":
+    if case.form == "ours" and not overrides:
         try:
             roles_view = load_config(case.path, cluster=cluster,
                                      overrides={"benchmark.mode": sel.mode} if sel.mode else None)
@@ -361,7 +366,8 @@ def prepare_l0(args: argparse.Namespace, cluster: ClusterDefaults | None, *,
                              pytest_command=environ.get("pytestCommand") or pytest_command_of(prefix))
     sel = entry.selection
     case = locate_l0_config(sel, llm_src, environ)
-    config, raw, roles_view = _l0_effective(case, sel, entry, cluster, prefix, environ)
+    overrides = parse_set(getattr(args, "set", None) or [])  # --set works in L0 mode too
+    config, raw, roles_view = _l0_effective(case, sel, entry, cluster, prefix, environ, overrides)
     check_needed(config, direct=False)
     topology = build_topology(config)
     launch_path = Path(args.launch_sh).resolve()

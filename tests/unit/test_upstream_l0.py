@@ -287,6 +287,13 @@ def test_cluster_name_selects_cluster_defaults(tmp_path: Path, h) -> None:
     res = h.run_submit(l0_argv(d, "upstream", llm_src=llm, cluster_name="aws-cmh"))
     h.assert_one_line_error(res, "environment.model_path: is the placeholder '<model_path>'", "--cluster FILE",
                             "--set environment.model_path=VALUE")
+    # ... and the other way the error names works in L0 mode too
+    res = h.run_submit([*l0_argv(d, "upstream", llm_src=llm, cluster_name="aws-cmh"),
+                        "--set", "environment.model_path=/given/model"])
+    assert res.returncode == 0, res.stderr
+    assert f"from     {llm / 'tests/scripts/perf-sanity/disaggregated' / (IDS[0].split('-', 2)[2] + '.yaml')}" in res.stdout
+    config = yaml.safe_load((d / "job/config.resolved.yaml").read_text())
+    assert config["environment"]["model_path"] == "/given/model"
 
 
 def test_not_found_names_every_place_searched(tmp_path: Path, h) -> None:
