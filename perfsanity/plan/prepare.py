@@ -238,7 +238,7 @@ class L0Case:
     """A test-list id resolved to a file: where it is and how to read it."""
 
     path: Path
-    form: str  # ours | upstream-aggr | ctx_only
+    form: str  # as-is (our format or upstream disaggregated) | upstream-aggr | ctx_only
     name: str  # the case's config name (the id's part after the prefix and mode)
     server: str | None = None  # upstream-aggr: the server_configs entry
     config: str | None = None  # upstream-aggr / ctx_only: the upstream file's stem
@@ -250,7 +250,7 @@ def locate_l0_config(sel: TestSelection, llm_src: Path, environ: Mapping[str, st
     if upstream.is_trtllm_tree(llm_src, environ):
         agg, disagg = upstream.config_folders(llm_src, environ)
         if sel.kind == "disagg":
-            candidates.append(L0Case(disagg / f"{sel.config_name}.yaml", "ours", sel.config_name))
+            candidates.append(L0Case(disagg / f"{sel.config_name}.yaml", "as-is", sel.config_name))
         elif sel.ctx_only_config:
             cfg = sel.ctx_only_config
             candidates.append(L0Case(disagg / f"{cfg}.yaml", "ctx_only", sel.config_name, config=cfg))
@@ -259,7 +259,7 @@ def locate_l0_config(sel: TestSelection, llm_src: Path, environ: Mapping[str, st
             candidates.append(L0Case(agg / f"{cfg}.yaml", "upstream-aggr", sel.config_name, server, cfg))
     roots = [llm_src / "test_configs", CONFIGS_ROOT] if llm_src != REPO_ROOT else [CONFIGS_ROOT]
     for root in roots:
-        candidates.append(L0Case(sel.config_path(root), "ours", sel.config_name))
+        candidates.append(L0Case(sel.config_path(root), "as-is", sel.config_name))
         if sel.ctx_only_config:
             cfg = sel.ctx_only_config
             candidates.append(L0Case(root / "disagg/perf" / f"{cfg}.yaml", "ctx_only", sel.config_name, config=cfg))
@@ -323,7 +323,7 @@ def _l0_effective(case: L0Case, sel: TestSelection, entry: TestEntry, cluster: C
     dumped = config.model_dump()
     config._placeholders = {k: v for k, v in placeholders.items() if _value_at(dumped, k) is None}
     roles_view = None
-    if case.form == "ours" and not overrides:
+    if case.form == "as-is" and not overrides:
         try:
             roles_view = load_config(case.path, cluster=cluster,
                                      overrides={"benchmark.mode": sel.mode} if sel.mode else None)
