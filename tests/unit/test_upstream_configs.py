@@ -233,3 +233,20 @@ def test_trtllm_engine_yaml_from_server_keys_golden(name: str) -> None:
     if got != want:
         diff = "".join(difflib.unified_diff(want.splitlines(True), got.splitlines(True), str(golden), "rendered"))
         pytest.fail(f"engine YAML differs from {golden.name}:\n{diff}")
+
+
+# ---- --cluster-name ------------------------------------------------------------------------------
+
+
+def test_find_cluster_by_stem_or_name(tmp_path: Path) -> None:
+    from perfsanity.spec.cluster import find_cluster
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a/lab.yaml").write_text("name: gb200-lab\n")
+    (tmp_path / "a/broken.yaml").write_text("name: [\n")  # unreadable files are skipped, not fatal
+    clusters = REPO / "test_configs/clusters"
+    assert find_cluster("local-slurm", [tmp_path / "a", clusters]) == clusters / "local-slurm.yaml"
+    assert find_cluster("gb200-lab", [tmp_path / "a", clusters]) == tmp_path / "a/lab.yaml"
+    assert find_cluster("lab", [tmp_path / "a"]) == tmp_path / "a/lab.yaml"
+    for name in ("gcp-nrt", "", "../a/lab", ".hidden"):
+        assert find_cluster(name, [tmp_path / "a", clusters, tmp_path / "missing"]) is None
