@@ -101,6 +101,8 @@ class Backend(Protocol):
     #: True = the router is started with the workers' published addresses (it waits for them);
     #: False = it finds the workers itself (file discovery) and starts with them
     router_needs_worker_addresses: bool
+    #: True = it brings its own model when ``environment.model_path`` is empty (see default_model_path)
+    has_default_model: bool
     #: job service name -> env var: every server process gets ENV_VAR=<value the service published>
     service_env: Mapping[str, str]
 
@@ -137,6 +139,7 @@ class BackendBase(ABC):
     ranks_per_gpu: bool = False
     needs_gpu: bool = True
     router_needs_worker_addresses: bool = True
+    has_default_model: bool = False
     service_env: Mapping[str, str] = MappingProxyType({})
 
     def services(self, host: str) -> Mapping[str, ServerSpec]:

@@ -48,6 +48,7 @@ class DynamoMockerBackend(BackendBase):
     tools = ("dynamo",)
     #: simulated compute: runs on any machine, so its test cases run locally
     needs_gpu = False
+    has_default_model = True
     #: the frontend discovers workers through the shared discovery dir: it starts with them
     router_needs_worker_addresses = False
     #: job service -> env var: every worker and the frontend connect to the job's event-plane broker

@@ -1,6 +1,9 @@
 """Cluster defaults: one YAML per cluster with what every test on it shares.
 
-Given with ``--cluster FILE`` or ``$PERFSANITY_CLUSTER``. Example::
+Given with ``--cluster FILE`` or ``$PERFSANITY_CLUSTER``, or by name with L0's ``--cluster-name NAME``
+(:func:`find_cluster`: a file ``NAME.yaml`` or one whose ``name:`` is NAME in ``test_configs/clusters``;
+a name with no file is not an error, since TensorRT-LLM's Jenkins passes its own cluster names).
+Example::
 
     name: gb200-lab
     gpu_type: GB200
@@ -122,6 +125,25 @@ def load_cluster(path: Path | str) -> ClusterDefaults:
     except ValueError as exc:
         raise ConfigError(str(path), "env", str(exc)) from None
     return cluster
+
+
+def find_cluster(name: str, dirs: list[Path]) -> Path | None:
+    """The cluster defaults file called ``name`` (file stem, or its ``name:`` field) in ``dirs``, or None."""
+    if not name or "/" in name or name.startswith("."):
+        return None
+    for d in dirs:
+        candidate = d / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    for d in dirs:
+        for path in sorted(d.glob("*.yaml")) if d.is_dir() else []:
+            try:
+                raw = read_yaml(path)
+            except ConfigError:
+                continue
+            if raw.get("name") == name:
+                return path
+    return None
 
 
 def cluster_from_env_or_arg(arg: str | None, environ: Mapping[str, str] = os.environ) -> ClusterDefaults | None:

@@ -27,12 +27,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from perfsanity.common.errors import ConfigError
+from perfsanity.spec import upstream
 from perfsanity.spec.envvars import EnvAssignment, parse_env_string, to_string
 
 #: ``metadata.backend`` values: the keys of ``perfsanity.engines``' registry, which this layer cannot import
@@ -129,6 +131,11 @@ class Hardware(_Strict):
     num_gen_servers: int = Field(default=1, ge=0, le=1024)
     num_servers: int = Field(default=1, ge=1, le=1024, description="aggregated configs only")
     gpu_type: str | None = None
+    pack: bool | None = Field(
+        default=None,
+        description="pack servers smaller than a node onto shared nodes (perfsanity.spec.topology); "
+        "unset: packed in direct mode, upstream's one-node-set-per-server rule in L0 mode",
+    )
 
 
 ENV_FIELDS = ("worker_env_var", "ctx_worker_env_var", "gen_worker_env_var", "server_env_var", "benchmark_env_var")
@@ -312,6 +319,9 @@ class Config(_Strict):
     timeouts: Timeouts = Timeouts()
     gate: dict[str, Any] | None = None
     sweep: dict[str, Any] | None = None  # a sweep block (perfsanity.jobs.sweep); ignored when running one job
+    cache_transceiver_precheck: dict[str, Any] | None = None  # upstream's precheck settings; accepted, unused
+    # keys whose value was a ``<...>`` placeholder and that nothing filled: key -> placeholder
+    _placeholders: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _roles(self) -> Config:
@@ -332,6 +342,16 @@ class Config(_Strict):
         return self
 
     # ---- derived values -------------------------------------------------------------
+    @property
+    def unset_placeholders(self) -> dict[str, str]:
+        """Keys that held a ``<...>`` placeholder in the file and are still unset (key -> placeholder)."""
+        return dict(self._placeholders)
+
+    def require(self, key: str) -> None:
+        """Raise the placeholder error if ``key`` (dotted) was a placeholder nothing filled."""
+        if key in self._placeholders:
+            raise upstream.placeholder_error(self.source, key, self._placeholders[key])
+
     @property
     def container_image(self) -> str | None:
         return self.slurm.container_image or self.environment.container_image
@@ -357,6 +377,10 @@ class Config(_Strict):
     def resolved_dict(self) -> dict[str, Any]:
         """Plain data for ``config.resolved.yaml`` (env strings rendered back to ``K=V`` form)."""
         data = self.model_dump(mode="python", exclude={"source"})
+        if data.get("cache_transceiver_precheck") is None:
+            data.pop("cache_transceiver_precheck", None)
+        if data["hardware"].get("pack") is None:
+            data["hardware"].pop("pack", None)
         # env settings by field (an empty one too, and never an engine option that merely looks alike)
         for key in ENV_FIELDS:
             data["environment"][key] = to_string(getattr(self.environment, key))
@@ -410,6 +434,18 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+# No YAML 1.1 base-60 numbers (YAML 1.2 dropped them): TensorRT-LLM writes ``job_time: 02:00:00``
+# unquoted, which PyYAML would read as the integer 7200. Same resolvers, same order, minus the
+# ``[-+]?[1-9][0-9_]*(:[0-5]?[0-9])+`` alternatives.
+_INT_RE = re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$")
+_FLOAT_RE = re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+                       r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+_NO_BASE_60 = {"tag:yaml.org,2002:int": _INT_RE, "tag:yaml.org,2002:float": _FLOAT_RE}
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, _NO_BASE_60.get(tag, regexp)) for tag, regexp in resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read one YAML mapping; any problem is a ConfigError naming the file (and line)."""
@@ -439,8 +475,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def kind_of(path: Path) -> Kind:
-    """``aggr`` for files under an ``aggr/`` directory, else ``disagg``."""
-    return "aggr" if "aggr" in path.parts else "disagg"
+    """``aggr`` for files under an ``aggr/`` (ours) or ``aggregated/`` (TensorRT-LLM's) directory, else
+    ``disagg``."""
+    return "aggr" if "aggr" in path.parts or "aggregated" in path.parts else "disagg"
 
 
 def load_config(
@@ -448,16 +485,26 @@ def load_config(
     *,
     cluster: ClusterDefaultsLike | None = None,
     overrides: Mapping[str, Any] | None = None,
+    server: str | None = None,
 ) -> Config:
     """Load, merge and validate one test config.
 
     Precedence, lowest first: built-in defaults < cluster defaults file < test YAML < ``overrides``
     (dotted keys such as ``{"benchmark.concurrency_list": "1 8"}``, used by sweeps and the CLI).
+
+    A file in TensorRT-LLM's aggregated format (``server_configs``) is one test case per server:
+    ``server`` names it (it may be left out when the file has one server); the case is named
+    ``<file stem>-<server>`` (see :mod:`perfsanity.spec.upstream`).
     """
     path = Path(path)
     raw = read_yaml(path)
-    return config_from_dict(raw, name=path.stem, kind=kind_of(path), source=str(path),
-                            cluster=cluster, overrides=overrides)
+    name, kind = path.stem, kind_of(path)
+    if upstream.is_aggregated(raw):
+        name, raw = upstream.aggregated_case(raw, server, config=path.stem, source=str(path))
+        kind = "aggr"
+    elif server is not None:
+        raise ConfigError(str(path), "server_configs", f"is missing, so there is no server {server!r} to select")
+    return config_from_dict(raw, name=name, kind=kind, source=str(path), cluster=cluster, overrides=overrides)
 
 
 def config_from_dict(
@@ -475,7 +522,11 @@ def config_from_dict(
     for key in ("name", "kind", "source"):
         if key in raw:
             raise ConfigError(source, key, "is derived from the file name and place; remove it")
-    data: dict[str, Any] = dict(raw)
+    if upstream.is_aggregated(raw):
+        raise ConfigError(source, "server_configs", "is TensorRT-LLM's aggregated format: load the file with "
+                          "load_config (one test case per server)")
+    # "<...>" means "not set": cluster defaults and overrides fill it like an absent key
+    data, placeholders = upstream.strip_placeholders(upstream.normalize(raw))
     if overrides:
         data = apply_overrides(data, overrides, source=source)
     if cluster is not None:
@@ -484,9 +535,11 @@ def config_from_dict(
         raise ConfigError(source, "", f"config name {name!r} must match [A-Za-z0-9._-]+")
     data.update(name=name, kind=kind, source=source)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc, source, data) from None
+    config._placeholders = {k: v for k, v in placeholders.items() if _lookup(data, tuple(k.split("."))) is None}
+    return config
 
 
 class ClusterDefaultsLike:

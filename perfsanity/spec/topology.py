@@ -5,8 +5,14 @@ Pure arithmetic on a :class:`~perfsanity.spec.config.Config`, no I/O:
 * GPUs per server = tensor × pipeline × context parallel size.
 * A server with at least a node's worth of GPUs takes whole nodes: ``gpus / gpus_per_node`` of them,
   which must divide evenly (a server never takes part of a node it spans).
-* Smaller servers are packed onto shared nodes while they fit (``gpus_per_node // gpus`` per node),
-  each with its own GPU offset on that node.
+* Smaller servers, two rules (``Topology.rule``):
+
+  - ``packed``: packed onto shared nodes while they fit (``gpus_per_node // gpus`` per node), each
+    with its own GPU offset on that node. Used when ``hardware.pack`` is true or unset (direct mode).
+  - ``upstream``: TensorRT-LLM's arithmetic, every server on nodes of its own:
+    ``nodes = Σ ceil(gpus / gpus_per_node)`` over the servers, using ``min(gpus, gpus_per_node)`` GPUs
+    on each. Used when ``hardware.pack`` is false (L0 mode sets that unless the config says
+    ``pack: true``).
 * Node slices are deterministic: generation servers first, then context servers; the disagg server
   (router) and the benchmark client run on node 0 next to the first worker, as extra steps sharing
   that node (``--overlap``).
@@ -46,10 +52,17 @@ class Placement:
         return self.num_nodes
 
 
+RULE_TEXT = {
+    "packed": "packed (servers smaller than a node share nodes)",
+    "upstream": "upstream (every server on nodes of its own: Σ ceil(gpus / gpus_per_node))",
+}
+
+
 @dataclass(frozen=True)
 class Topology:
     gpus_per_node: int
     roles: tuple[Placement, ...]
+    rule: str = "packed"  # packed | upstream (see the module doc)
 
     @property
     def workers(self) -> tuple[Placement, ...]:
@@ -73,7 +86,8 @@ class Topology:
         return sum(p.gpus for p in self.roles)
 
     def summary_lines(self) -> list[str]:
-        lines = [f"nodes: {self.total_nodes}   GPUs: {self.total_gpus} ({self.gpus_per_node} per node)"]
+        lines = [f"nodes: {self.total_nodes}   GPUs: {self.total_gpus} ({self.gpus_per_node} per node)",
+                 f"node rule: {RULE_TEXT[self.rule]}"]
         for p in self.roles:
             nodes = ",".join(str(n) for n in p.nodes)
             gpu = f"{p.gpus} GPU" + ("s" if p.gpus != 1 else "")
@@ -82,9 +96,15 @@ class Topology:
         return lines
 
 
+def node_rule(config: Config) -> str:
+    """``upstream`` when ``hardware.pack`` is false, else ``packed``."""
+    return "upstream" if config.hardware.pack is False else "packed"
+
+
 def build_topology(config: Config) -> Topology:
     """Compute the topology or raise a ConfigError naming the key that makes it impossible."""
     gpn = config.hardware.gpus_per_node
+    rule = node_rule(config)
     servers: list[tuple[str, str, int, WorkerConfig, str]] = []
     wc = config.worker_config
     if config.kind == "aggr":
@@ -120,7 +140,7 @@ def build_topology(config: Config) -> Topology:
             placements.append(Placement(role, kind, idx, gpus, tuple(range(next_node, next_node + count)), gpn))
             next_node += count
             continue
-        if open_node is None or used_on_open + gpus > gpn:
+        if rule == "upstream" or open_node is None or used_on_open + gpus > gpn:
             open_node = next_node
             next_node += 1
             used_on_open = 0
@@ -144,4 +164,4 @@ def build_topology(config: Config) -> Topology:
     if config.kind == "disagg":
         placements.append(Placement("DISAGG_SERVER", "router", 0, 0, (0,), 0, shares_node=True))
     placements.append(Placement("BENCHMARK", "benchmark", 0, 0, (0,), 0, shares_node=True))
-    return Topology(gpn, tuple(placements))
+    return Topology(gpn, tuple(placements), rule)

@@ -395,3 +395,48 @@ def test_derived_properties() -> None:
     assert c.job_time_s == 1200
     assert c.benchmark.num_prompts(8) == 64
     assert isinstance(c, Config)
+
+
+# ---- TensorRT-LLM compatibility (see also test_upstream_configs.py) --------------------------------
+
+
+def test_kind_of_upstream_folders() -> None:
+    assert kind_of(Path("tests/scripts/perf-sanity/aggregated/x.yaml")) == "aggr"
+    assert kind_of(Path("tests/scripts/perf-sanity/disaggregated/x.yaml")) == "disagg"
+
+
+@pytest.mark.parametrize("text", ["02:00:00", "'02:00:00'", "1:30:00", "'45'"])
+def test_unquoted_job_time_is_not_yaml_base_60(tmp_path: Path, text: str) -> None:
+    """TensorRT-LLM writes ``job_time: 02:00:00`` unquoted; YAML 1.1 would make it the int 7200."""
+    text_yaml = MOCKER.read_text()
+    assert 'job_time: "00:20:00"' in text_yaml
+    config = load_config(write(tmp_path, text_yaml.replace('job_time: "00:20:00"', f"job_time: {text}")))
+    assert config.slurm.job_time == text.strip("'")
+    assert config.job_time_s == job_time_seconds(text.strip("'"))
+
+
+def test_other_yaml_numbers_unchanged(tmp_path: Path) -> None:
+    data = read_yaml(write(tmp_path, "a: 12\nb: -0x1f\nc: 1.5e+3\nd: .inf\ne: 1_000\nf: 3:25\ng: 1:20.5\nh: 0o7\n"))
+    assert data == {"a": 12, "b": -31, "c": 1500.0, "d": float("inf"), "e": 1000, "f": "3:25", "g": "1:20.5",
+                    "h": "0o7"}
+    assert yaml.safe_load("x: 017") == read_yaml(write(tmp_path, "x: 017\n"))  # YAML 1.1 octal kept
+
+
+def test_pack_is_optional_and_only_shown_when_set() -> None:
+    raw = base()
+    raw["hardware"].pop("pack", None)
+    config = config_from_dict(raw, name="t", source="t.yaml")
+    assert config.hardware.pack is None and "pack" not in config.resolved_dict()["hardware"]
+    raw["hardware"]["pack"] = False
+    config = config_from_dict(raw, name="t", source="t.yaml")
+    assert config.resolved_dict()["hardware"]["pack"] is False
+    raw["hardware"]["pack"] = "sometimes"
+    assert err_of(raw).key_path == "hardware.pack"
+
+
+def test_upstream_precheck_section_is_accepted() -> None:
+    raw = base()
+    raw["cache_transceiver_precheck"] = {"enabled": True, "step_timeout_s": 600}
+    config = config_from_dict(raw, name="t", source="t.yaml")
+    assert config.cache_transceiver_precheck == {"enabled": True, "step_timeout_s": 600}
+    assert "cache_transceiver_precheck" not in config_from_dict(base(), name="t", source="t.yaml").resolved_dict()

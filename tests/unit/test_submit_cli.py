@@ -134,7 +134,7 @@ BAD_CASES = {
     "top-typo": (("benchmark:", "benchmarks:"), ["benchmarks", "did you mean 'benchmark'"]),
     "wrong-type": (("gpus_per_node: 4", "gpus_per_node: four"), ["hardware.gpus_per_node", "'four'"]),
     "huge": (("multi_round: 8", "multi_round: " + "9" * 100), ["benchmark.multi_round"]),
-    "huger-than-python-parses": (("multi_round: 8", "multi_round: " + "9" * 5000), ["line 27", "'multi_round'"]),
+    "huger-than-python-parses": (("multi_round: 8", "multi_round: " + "9" * 5000), ["line 28", "'multi_round'"]),
     "bad-date": (("benchmark_type: 128i32o", "benchmark_type: 2024-13-45"), ["line 8", "'benchmark_type'"]),
     "tp6-on-4": (("  gen:\n    tensor_parallel_size: 2", "  gen:\n    tensor_parallel_size: 6"),
                  ["worker_config.gen.tensor_parallel_size", "gpus_per_node=4"]),

@@ -228,3 +228,30 @@ def test_random_layouts_are_valid_or_config_error(gpn: int, gen: dict, ctx: dict
         assert info.value.key_path.startswith("worker_config.")
     else:
         check_properties(config, build_topology(config))
+
+
+# ---- the node rule ------------------------------------------------------------------------------
+
+
+def test_upstream_rule_gives_every_server_its_own_nodes() -> None:
+    from perfsanity.spec.config import read_yaml
+
+    raw = read_yaml(ROOT / "disagg/perf/mocker-ctx1-gen1.yaml")
+    assert raw["hardware"]["pack"] is True  # the shipped mocker config opts in
+    raw["hardware"]["pack"] = False
+    t = build_topology(config_from_dict(raw, name="t", source="t.yaml"))
+    assert t.rule == "upstream"
+    assert layout(t)["GEN_0"] == ((0,), 2, 0, False)
+    assert layout(t)["CTX_0"] == ((1,), 2, 0, False)
+    assert t.total_nodes == 2
+    assert "node rule: upstream" in "\n".join(t.summary_lines())
+
+
+def test_packed_rule_is_named_in_the_summary() -> None:
+    t = build_topology(aggr(8, {"tensor_parallel_size": 4}, 2))
+    assert t.rule == "packed" and t.total_nodes == 1
+    assert "node rule: packed" in "\n".join(t.summary_lines())
+    raw_up = {"metadata": META, "hardware": {"gpus_per_node": 8, "num_servers": 2, "pack": False},
+              "worker_config": {"server": {"tensor_parallel_size": 4}}}
+    up = build_topology(config_from_dict(raw_up, name="t", kind="aggr", source="t.yaml"))
+    assert up.total_nodes == 2 and [p.nodes for p in up.workers] == [(0,), (1,)]
