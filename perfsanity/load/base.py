@@ -240,9 +240,15 @@ class ServingBenchClient(ClientBase):
 
     module: ClassVar[str]  # the tool's ``python3 -m`` module
     backend_flag: ClassVar[str]  # its ``--backend`` value that posts to ``<base-url>/v1/completions``
+    file_dataset: ClassVar[str]  # its ``--dataset-name`` that reads a ``dataset_file`` (``--dataset-path``)
 
-    def base_argv(self, run: ClientRun) -> list[str]:
-        """The flags both tools spell alike: module, ``--backend``, front door, model, tokenizer."""
+    @abstractmethod
+    def synthetic_dataset_argv(self, run: ClientRun) -> list[str]:
+        """The dataset flags of a run without a ``dataset_file`` (random token ids)."""
+
+    def head_argv(self, run: ClientRun) -> list[str]:
+        """The flags both tools spell alike, in this order: module, ``--backend``, front door, model,
+        tokenizer, then the dataset (``file_dataset`` with the file, else the synthetic flags)."""
         argv = [
             "python3", "-m", self.module,
             "--backend", self.backend_flag,
@@ -251,6 +257,10 @@ class ServingBenchClient(ClientBase):
         ]
         if run.tokenizer:
             argv += ["--tokenizer", run.tokenizer]
+        if run.dataset_file:
+            argv += ["--dataset-name", self.file_dataset, "--dataset-path", run.dataset_file]
+        else:
+            argv += self.synthetic_dataset_argv(run)
         return argv
 
 

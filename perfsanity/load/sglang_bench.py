@@ -60,12 +60,13 @@ class SglangBenchClient(ServingBenchClient):
     backend_flag = "sglang-oai"
     module = "sglang.bench_serving"
 
+    file_dataset = "random"  # ShareGPT-format text cut to the lengths
+
+    def synthetic_dataset_argv(self, run: ClientRun) -> list[str]:
+        return ["--dataset-name", "random-ids"]
+
     def command(self, run: ClientRun) -> ClientCommand:
-        argv = self.base_argv(run)
-        if run.dataset_file:
-            argv += ["--dataset-name", "random", "--dataset-path", run.dataset_file]
-        else:
-            argv += ["--dataset-name", "random-ids"]
+        argv = self.head_argv(run)
         argv += [
             "--random-input-len", str(run.input_length),
             "--random-output-len", str(run.output_length),

@@ -65,17 +65,18 @@ class TrtllmBenchClient(ServingBenchClient):
     backend_flag = "openai"
     module = "tensorrt_llm.serve.scripts.benchmark_serving"
 
+    file_dataset = "trtllm_custom"
+
+    def synthetic_dataset_argv(self, run: ClientRun) -> list[str]:
+        return [
+            "--dataset-name", "random", "--random-ids",
+            "--random-input-len", str(run.input_length),
+            "--random-output-len", str(run.output_length),
+            "--random-range-ratio", "0",
+        ]
+
     def command(self, run: ClientRun) -> ClientCommand:
-        argv = self.base_argv(run)
-        if run.dataset_file:
-            argv += ["--dataset-name", "trtllm_custom", "--dataset-path", run.dataset_file]
-        else:
-            argv += [
-                "--dataset-name", "random", "--random-ids",
-                "--random-input-len", str(run.input_length),
-                "--random-output-len", str(run.output_length),
-                "--random-range-ratio", "0",
-            ]
+        argv = self.head_argv(run)
         argv += [
             "--num-prompts", str(run.num_prompts),
             "--max-concurrency", str(run.concurrency),
