@@ -30,11 +30,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     BENCH,
+    ServerHandle,
     SystemCpu,
     TreeCpuSampler,
     bench_server,
@@ -69,19 +73,40 @@ def truth(log: Path, ids: set[str] | None) -> dict:
     return {"tokens": sum(r["n"] for r in recs), "late_p99_ms": pct(late, 99) if late else None}
 
 
-def run_aiperf(kind: str, conc: int, n_req: int, variant: str, osl: int, args, work: Path) -> dict:
-    tag = f"{kind}-aiperf-c{conc}-{variant}"
-    log = work / f"truth-{tag}.jsonl"
+@dataclass
+class Measured:
+    """One client run against a bench server: the server, its CPU sampler (stopped on exit), the
+    1-minute load before, and the machine's CPU over the run (``SystemCpu.since()``, set on exit)."""
+
+    srv: ServerHandle
+    srv_cpu: TreeCpuSampler
+    load_before: float
+    machine: dict = field(default_factory=dict)
+
+
+@contextmanager
+def measured_server(kind: str, log: Path, args) -> Iterator[Measured]:
+    """Wait for a quiet machine (``--quiet-wait-s``), start the ``kind`` (burst | paced) bench server
+    logging to ``log``, and sample its CPU and the machine's for the body of the ``with``."""
     if args.quiet_wait_s > 0:
         wait_for_quiet(timeout_s=args.quiet_wait_s)
     load0 = load1()
     with bench_server(BURST if kind == "burst" else PACED, log=log) as srv:
-        srv_cpu = TreeCpuSampler(srv.proc.pid).start()
+        m = Measured(srv, TreeCpuSampler(srv.proc.pid).start(), load0)
         sys_cpu = SystemCpu()
-        oc = run_harness_aiperf(srv.url, concurrency=conc, num_prompts=n_req, out_dir=work / tag, input_length=args.isl,
-                                output_length=osl, extra_argv=variant_argv(variant), timeout_s=args.client_timeout)
-        machine = sys_cpu.since()
-        srv_cpu.stop()
+        yield m
+        m.machine = sys_cpu.since()
+        m.srv_cpu.stop()
+
+
+def run_aiperf(kind: str, conc: int, n_req: int, variant: str, osl: int, args, work: Path) -> dict:
+    tag = f"{kind}-aiperf-c{conc}-{variant}"
+    log = work / f"truth-{tag}.jsonl"
+    with measured_server(kind, log, args) as m:
+        oc = run_harness_aiperf(m.srv.url, concurrency=conc, num_prompts=n_req, out_dir=work / tag,
+                                input_length=args.isl, output_length=osl, extra_argv=variant_argv(variant),
+                                timeout_s=args.client_timeout)
+    load0, machine, srv_cpu = m.load_before, m.machine, m.srv_cpu
     other = max(0.0, machine["busy_cores"] - (oc.cpu.total + srv_cpu.total) / machine["wall_s"])  # ±0.3 (ticks)
     out = {"kind": kind, "client": f"aiperf {variant}", "concurrency": conc, "requests": n_req, "load_before": load0,
            "load_after": load1(), "argv": " ".join(shlex.quote(a) for a in oc.argv), "wall_s": oc.wall_s,
@@ -106,19 +131,13 @@ def run_aiperf(kind: str, conc: int, n_req: int, variant: str, osl: int, args, w
 
 def run_ref(kind: str, conc: int, n_req: int, osl: int, args, work: Path) -> dict:
     log = work / f"truth-{kind}-ref-c{conc}.jsonl"
-    if args.quiet_wait_s > 0:
-        wait_for_quiet(timeout_s=args.quiet_wait_s)
-    load0 = load1()
-    with bench_server(BURST if kind == "burst" else PACED, log=log) as srv:
-        srv_cpu = TreeCpuSampler(srv.proc.pid).start()
-        sys_cpu = SystemCpu()
+    with measured_server(kind, log, args) as m:
         t0 = time.time()
-        proc = subprocess.run([sys.executable, str(BENCH / "ref_client.py"), "--url", srv.url, "--concurrency",
+        proc = subprocess.run([sys.executable, str(BENCH / "ref_client.py"), "--url", m.srv.url, "--concurrency",
                                str(conc), "--requests", str(n_req), "--prompt-chars", "512",
                                "--max-tokens", str(osl)], capture_output=True, text=True, timeout=args.client_timeout)
         t1 = time.time()
-        machine = sys_cpu.since()
-        srv_cpu.stop()
+    load0, machine, srv_cpu = m.load_before, m.machine, m.srv_cpu
     out = {"kind": kind, "client": "reference asyncio", "concurrency": conc, "requests": n_req, "load_before": load0,
            "load_after": load1(), "wall_s": t1 - t0, "procs": 1, "steal_cores": machine["steal_cores"]}
     if proc.returncode != 0:

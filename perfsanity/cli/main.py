@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from perfsanity.common.cliutil import positive_float, positive_int, run_main
+from perfsanity.common.cliutil import positive_float, positive_int, run_main, subcommand
 from perfsanity.common.errors import ConfigError
 from perfsanity.common.tables import num, print_table
 from perfsanity.results.gating import GATE_JUNIT_FILE, gate_job, open_store
@@ -50,8 +50,9 @@ def _job_dir(arg: str) -> Path:
 
 
 def _add_report(sub: Any) -> None:
-    p = sub.add_parser(
-        "report", help="write JOB_DIR/report.html (results, gate table, plots, trends)",
+    p = subcommand(
+        sub, "report", cmd_report,
+        help="write JOB_DIR/report.html (results, gate table, plots, trends)",
         description="Render a self-contained HTML report of one job from JOB_DIR/results.json "
         "(plus job_meta.json and gate.json when present). With --history, add the gated metrics' trends.",
     )
@@ -60,7 +61,6 @@ def _add_report(sub: Any) -> None:
     p.add_argument("--trends", action="store_true",
                    help="add trend plots from the default history ($PERFSANITY_HISTORY or ~/.cache/…)")
     p.add_argument("--out", type=Path, help="output file (default: JOB_DIR/report.html)")
-    p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -91,8 +91,9 @@ SHORT_NAMES = {
 
 
 def _add_history(sub: Any) -> None:
-    p = sub.add_parser(
-        "history", help="list stored runs (one line per run and concurrency)",
+    p = subcommand(
+        sub, "history", cmd_history,
+        help="list stored runs (one line per run and concurrency)",
         description="List perf history records, oldest first. Invalid records are hidden unless --all.",
     )
     p.add_argument("--config", metavar="NAME", help="only this config")
@@ -106,16 +107,21 @@ def _add_history(sub: Any) -> None:
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the newest N records")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     p.add_argument("--history", metavar="URL", help=HISTORY_HELP)
-    p.set_defaults(func=cmd_history)
 
 
-def cmd_history(args: argparse.Namespace) -> int:
+def _metrics(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--metric`` values (default: the gated metrics); an unknown one is a ConfigError listing the known."""
     from perfsanity.results.gate import DEFAULT_GATED_METRICS, KNOWN_METRICS
 
     metrics = tuple(args.metric or DEFAULT_GATED_METRICS)
     for m in metrics:
         if m not in KNOWN_METRICS:
             raise ConfigError(None, "--metric", f"unknown metric {m!r}; known: {', '.join(sorted(KNOWN_METRICS))}")
+    return metrics
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    metrics = _metrics(args)
     filters: dict[str, Any] = {}
     if args.config:
         filters["config_name"] = args.config
@@ -156,15 +162,15 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def _add_invalidate(sub: Any) -> None:
-    p = sub.add_parser(
-        "invalidate", help="mark history records invalid so they never feed a baseline",
+    p = subcommand(
+        sub, "invalidate", cmd_invalidate,
+        help="mark history records invalid so they never feed a baseline",
         description="Mark records invalid (kept, shown with `history --all`, excluded from baselines).",
     )
     p.add_argument("record_ids", metavar="RECORD_ID", type=positive_int, nargs="+",
                    help="record id(s) from `perfsanity history`")
     p.add_argument("--reason", required=True, help="why, e.g. 'node gb200-17 had a bad NIC'")
     p.add_argument("--history", metavar="URL", help=HISTORY_HELP)
-    p.set_defaults(func=cmd_invalidate)
 
 
 def cmd_invalidate(args: argparse.Namespace) -> int:
@@ -179,8 +185,9 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
 
 
 def _add_compare(sub: Any) -> None:
-    p = sub.add_parser(
-        "compare", help="per-metric deltas between two runs (B relative to A)",
+    p = subcommand(
+        sub, "compare", cmd_compare,
+        help="per-metric deltas between two runs (B relative to A)",
         description="Compare two results.json files (or job directories): for each concurrency present in "
         "both, the change of each metric from A to B, marked better/WORSE by the metric's direction.",
     )
@@ -192,18 +199,14 @@ def _add_compare(sub: Any) -> None:
                    help="changes beyond PCT %% in the bad direction are flagged WORSE (default: 5)")
     p.add_argument("--fail-on-regression", action="store_true",
                    help="exit 5 when any metric is WORSE beyond --threshold")
-    p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from perfsanity.load.results_json import flatten, higher_is_better
-    from perfsanity.results.gate import DEFAULT_GATED_METRICS, KNOWN_METRICS, GateFailed
+    from perfsanity.results.gate import GateFailed
     from perfsanity.results.report.job import read_results
 
-    metrics = tuple(args.metric or DEFAULT_GATED_METRICS)
-    for m in metrics:
-        if m not in KNOWN_METRICS:
-            raise ConfigError(None, "--metric", f"unknown metric {m!r}; known: {', '.join(sorted(KNOWN_METRICS))}")
+    metrics = _metrics(args)
     run_a, run_b = read_results(_results_path(args.a)), read_results(_results_path(args.b))
     by_a = {r.concurrency: flatten(r) for r in run_a.results}
     by_b = {r.concurrency: flatten(r) for r in run_b.results}
@@ -254,7 +257,7 @@ def _add_baseline(sub: Any) -> None:
         description="Pinned baselines override the history baseline for a config's metric.",
     )
     bsub = p.add_subparsers(dest="baseline_cmd", metavar="{pin,show}", required=True)
-    pin = bsub.add_parser("pin", help="pin a metric's baseline for a config",
+    pin = subcommand(bsub, "pin", cmd_baseline_pin, help="pin a metric's baseline for a config",
                           description="Pin METRIC of config NAME to VALUE (for one concurrency, or all).")
     pin.add_argument("--config", required=True, metavar="NAME", help="config name, as in results.json")
     pin.add_argument("--metric", required=True, metavar="M", help="flat metric name, e.g. output_token_throughput")
@@ -264,12 +267,10 @@ def _add_baseline(sub: Any) -> None:
                      help="pin only this concurrency (default: every concurrency)")
     pin.add_argument("--file", type=Path, metavar="FILE",
                      help="baselines YAML (default: $PERFSANITY_BASELINES, else ./baselines.yaml)")
-    pin.set_defaults(func=cmd_baseline_pin)
-    show = bsub.add_parser("show", help="print the pinned baselines")
+    show = subcommand(bsub, "show", cmd_baseline_show, help="print the pinned baselines")
     show.add_argument("--config", metavar="NAME", help="only this config")
     show.add_argument("--file", type=Path, metavar="FILE",
                       help="baselines YAML (default: $PERFSANITY_BASELINES, else ./baselines.yaml)")
-    show.set_defaults(func=cmd_baseline_show)
 
 
 def cmd_baseline_pin(args: argparse.Namespace) -> int:
@@ -309,8 +310,9 @@ def cmd_baseline_show(args: argparse.Namespace) -> int:
 
 
 def _add_gate(sub: Any) -> None:
-    p = sub.add_parser(
-        "gate", help="run the regression gate on a job; writes gate.json and junit",
+    p = subcommand(
+        sub, "gate", cmd_gate,
+        help="run the regression gate on a job; writes gate.json and junit",
         description="Compare each gated metric of JOB_DIR/results.json with its baseline (pinned, else "
         "from history) and write JOB_DIR/gate.json and JOB_DIR/gate_junit.xml. Post-merge (default): a "
         "regression beyond 5% is a WARN (recorded, exit 0). --pre-merge: beyond 10% is a FAIL (exit 5). "
@@ -328,7 +330,6 @@ def _add_gate(sub: Any) -> None:
     p.add_argument("--junit", type=Path, metavar="FILE", help=f"junit output (default: JOB_DIR/{GATE_JUNIT_FILE})")
     p.add_argument("--no-record", action="store_true", help="do not add this run to the history")
     p.add_argument("--no-upload", action="store_true", help="do not upload to OpenSearch even if configured")
-    p.set_defaults(func=cmd_gate)
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
@@ -347,14 +348,14 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def _add_collect(sub: Any) -> None:
-    p = sub.add_parser(
-        "collect", help="run the results pipeline of a job that has ended (gate, junit, report, history)",
+    p = subcommand(
+        sub, "collect", cmd_collect,
+        help="run the results pipeline of a job that has ended (gate, junit, report, history)",
         description="For a job submitted without --wait (or to redo it): once the job has ended, record it in "
         "the history, gate it, and write JOB_DIR/junit.xml, gate.json, report.html and report.json. Running it "
         "again never records twice. Exits with the job's verdict combined with the gate's.",
     )
     p.add_argument("job_dir", metavar="JOB_DIR", help="job directory (as written by submit.py)")
-    p.set_defaults(func=cmd_collect)
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -367,8 +368,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def _add_trend(sub: Any) -> None:
-    p = sub.add_parser(
-        "trend", help="write the nightly trend report of a config (HTML)",
+    p = subcommand(
+        sub, "trend", cmd_trend,
+        help="write the nightly trend report of a config (HTML)",
         description="Plot each gated metric over the lookback window for every concurrency of a config, with "
         "the baseline band and detected change points.",
     )
@@ -378,7 +380,6 @@ def _add_trend(sub: Any) -> None:
     p.add_argument("--baselines", type=Path, metavar="FILE", help="pinned baselines YAML to draw")
     p.add_argument("--out", type=Path, metavar="FILE", help="output file (default: ./trend_<config>.html)")
     p.add_argument("--history", metavar="URL", help=HISTORY_HELP)
-    p.set_defaults(func=cmd_trend)
 
 
 def cmd_trend(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@
   never a traceback) and its ``exit_code``; Ctrl-C prints the ``interrupted`` note and gives 130; a
   closed pipe (``… | head``) gives 0.
 * :func:`positive_int` / :func:`positive_float` are argparse ``type=`` checks with one-line messages.
+* :func:`subcommand` adds one sub-command whose handler is ``args.func`` (how every ``perfsanity``
+  sub-command is dispatched).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
+from typing import Any
 
 
 def run_main(body: Callable[[], int | None], *, prefix: str = "", interrupted: str = "interrupted") -> int:
@@ -51,3 +54,12 @@ def positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return value
+
+
+def subcommand(
+    subparsers: Any, name: str, func: Callable[[argparse.Namespace], int], **kwargs: Any
+) -> argparse.ArgumentParser:
+    """``subparsers.add_parser(name, **kwargs)`` whose parsed arguments carry ``func`` (the handler)."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, **kwargs)
+    parser.set_defaults(func=func)
+    return parser

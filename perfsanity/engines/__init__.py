@@ -9,27 +9,16 @@ install, launch and test-case code never change: they ask the backend's declared
 
 from __future__ import annotations
 
-import importlib
-
+from perfsanity.common.registry import LazyRegistry
 from perfsanity.engines.base import Backend
 
-_REGISTRY = {
+_REGISTRY: LazyRegistry[Backend] = LazyRegistry("backend", "BACKEND", {
     "trtllm": "perfsanity.engines.trtllm",
     "sglang": "perfsanity.engines.sglang",
     "dynamo-sglang": "perfsanity.engines.dynamo_sglang",
     "dynamo-mocker": "perfsanity.engines.dynamo_mocker",
-}
-
-def get_backend(name: str) -> Backend:
-    """The backend object for ``metadata.backend``."""
-    try:
-        module = importlib.import_module(_REGISTRY[name])
-    except KeyError:
-        raise ValueError(f"unknown backend {name!r}; known: {', '.join(_REGISTRY)}") from None
-    return module.BACKEND
+})
 
 
-def names() -> tuple[str, ...]:
-    """Every registered backend name, in registry order."""
-    return tuple(_REGISTRY)
-
+get_backend = _REGISTRY.get  # the backend object for ``metadata.backend``; ValueError naming the known ones
+names = _REGISTRY.names  # every registered backend name, in registry order

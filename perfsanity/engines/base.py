@@ -16,6 +16,7 @@ this package checks a backend's name or probes for optional attributes.
 
 from __future__ import annotations
 
+import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -180,3 +181,18 @@ def cli_flags(options: Mapping[str, object], *, skip: tuple[str, ...] = ()) -> l
         else:
             out += [flag, str(value)]
     return out
+
+
+#: the job-dir folder profiler outputs go to (nsys reports, torch traces)
+PROFILES_DIR = "profiles"
+
+
+def nsys_prefix(config: Config, role: str, job_dir: Path) -> list[str]:
+    """The ``nsys profile`` argv prefix that wraps a role's server when ``profiling.nsys_on`` is set
+    (``[]`` otherwise): one report per rank under ``<job_dir>/profiles/``, since nsys itself expands
+    ``%q{SLURM_PROCID}``; ``profiling.nsys_args`` are split as a shell would."""
+    p = config.profiling
+    if not p.nsys_on:
+        return []
+    out = job_dir / PROFILES_DIR / f"{role}.%q{{SLURM_PROCID}}"
+    return ["nsys", "profile", "-o", str(out), "-f", "true", *shlex.split(p.nsys_args)]

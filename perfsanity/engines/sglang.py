@@ -38,11 +38,18 @@ Facts (sglang 0.5.23 / sglang-router 0.3.2 from PyPI, parsed with their own argp
 from __future__ import annotations
 
 import math
-import shlex
 from pathlib import Path
 from typing import Any
 
-from perfsanity.engines.base import BackendBase, RouterContext, ServerSpec, WorkerContext, cli_flags
+from perfsanity.engines.base import (
+    PROFILES_DIR,
+    BackendBase,
+    RouterContext,
+    ServerSpec,
+    WorkerContext,
+    cli_flags,
+    nsys_prefix,
+)
 from perfsanity.spec.config import Config, WorkerConfig
 from perfsanity.spec.topology import Placement, build_topology
 
@@ -62,7 +69,6 @@ BOOTSTRAP_PORT_BASE = 8998  # SGLang's default --disaggregation-bootstrap-port
 DIST_INIT_PORT_BASE = 20000
 DIST_INIT_PORT_STRIDE = 100  # SGLang binds dist-init port + 1..6 (+1 per DP rank on the Rust server)
 NODE_RANK = "${SLURM_PROCID}"
-PROFILES_DIR = "profiles"
 
 
 def require_e2e(config: Config, backend: str) -> None:
@@ -136,13 +142,9 @@ def dist_init_flags(ctx: WorkerContext) -> list[str]:
 def profiling(config: Config, role: str, job_dir: Path) -> tuple[list[str], dict[str, str]]:
     """nsys wraps the server; the torch profiler writes to SGLANG_TORCH_PROFILER_DIR once a
     ``/start_profile`` request starts it."""
-    p = config.profiling
-    prefix: list[str] = []
+    prefix = nsys_prefix(config, role, job_dir)
     env: dict[str, str] = {}
-    if p.nsys_on:
-        out = job_dir / PROFILES_DIR / f"{role}.%q{{SLURM_PROCID}}"
-        prefix = ["nsys", "profile", "-o", str(out), "-f", "true", *shlex.split(p.nsys_args)]
-    if p.torch_profiler:
+    if config.profiling.torch_profiler:
         env["SGLANG_TORCH_PROFILER_DIR"] = str(job_dir / PROFILES_DIR / role)
     return prefix, env
 

@@ -35,13 +35,12 @@ Facts this module relies on (TensorRT-LLM repository):
 from __future__ import annotations
 
 import math
-import shlex
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from perfsanity.engines.base import BackendBase, RouterContext, ServerSpec, WorkerContext
+from perfsanity.engines.base import PROFILES_DIR, BackendBase, RouterContext, ServerSpec, WorkerContext, nsys_prefix
 from perfsanity.spec.config import Config, WorkerConfig
 
 #: keys of a worker section that describe the test, not the engine (TensorRT-LLM's
@@ -69,7 +68,6 @@ NUMA_BIND_ARGV = ("numactl", "-m", "0,1")
 NUMA_BIND_GPU_PREFIXES = ("GB",)
 
 ENGINE_DIR = "engine"
-PROFILES_DIR = "profiles"
 
 
 def worker_section(config: Config, kind: str) -> WorkerConfig:
@@ -120,11 +118,9 @@ def profiling(config: Config, role: str, job_dir: Path) -> tuple[list[str], dict
     nsys writes one report per MPI rank: ``%q{SLURM_PROCID}`` is expanded by nsys itself.
     """
     p = config.profiling
-    prefix: list[str] = []
+    prefix = nsys_prefix(config, role, job_dir)
     env: dict[str, str] = {}
     if p.nsys_on:
-        out = job_dir / PROFILES_DIR / f"{role}.%q{{SLURM_PROCID}}"
-        prefix = ["nsys", "profile", "-o", str(out), "-f", "true", *shlex.split(p.nsys_args)]
         env.update(
             TLLM_PROFILE_START_STOP=profile_range(config),
             TLLM_PROFILE_RECORD_GC="1",

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perfsanity.common.cliutil import positive_int, run_main
+from perfsanity.common.cliutil import positive_int, run_main, subcommand
 from perfsanity.common.errors import ConfigError
 from perfsanity.common.processes import tail
 from perfsanity.common.tables import render_table as format_table
@@ -362,17 +362,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``status`` and ``logs`` to an argparse subparsers object (handlers in ``func``)."""
-    p = subparsers.add_parser(
-        "status", help="state and headline figures of a job dir or of every point of a sweep dir",
+    p = subcommand(
+        subparsers, "status", cmd_status,
+        help="state and headline figures of a job dir or of every point of a sweep dir",
         description="Show each job's SLURM state (asked live when possible, else as recorded), verdict, "
                     "best output tok/s, TTFT/ITL p50 at the highest concurrency and the failed role.",
     )
     p.add_argument("path", metavar="DIR", help="job directory or sweep directory")
     p.add_argument("--no-slurm", action="store_true", help="do not ask SLURM; show the recorded state")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=cmd_status)
-    lg = subparsers.add_parser(
-        "logs", help="list a job's roles and log files, or tail one role's logs",
+    lg = subcommand(
+        subparsers, "logs", cmd_logs,
+        help="list a job's roles and log files, or tail one role's logs",
         description="Without ROLE: the roles of DIR with their log files. With ROLE (GEN_0, CTX_1, "
                     "DISAGG_SERVER, BENCHMARK, install, slurm, or a file name): the last lines of its "
                     "logs, secrets redacted. For a sweep dir, every point.",
@@ -380,7 +381,6 @@ def register(subparsers: Any) -> None:
     lg.add_argument("path", metavar="DIR", help="job directory or sweep directory")
     lg.add_argument("role", metavar="ROLE", nargs="?", help="role whose logs to tail")
     lg.add_argument("-n", "--lines", type=positive_int, default=DEFAULT_LINES, help=f"lines per file (default {DEFAULT_LINES})")
-    lg.set_defaults(func=cmd_logs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from perfsanity.common.errors import PerfsanityError, WaitTimeout
 
@@ -104,6 +105,15 @@ class SlurmCommandError(SlurmError):
         if stderr.strip():
             text += f": {stderr.strip()}"
         super().__init__(text)
+
+    @classmethod
+    def exited(
+        cls, argv: Sequence[str], proc: subprocess.CompletedProcess[str], message: str | None = None
+    ) -> Self:
+        """The error of a client that ran: ``message`` (default: its non-zero exit code), with its
+        return code and stderr."""
+        message = message if message is not None else f"exit code {proc.returncode}"
+        return cls(argv, message, returncode=proc.returncode, stderr=proc.stderr)
 
 
 class SbatchError(SlurmCommandError):
@@ -232,22 +242,12 @@ def submit(
     argv += [*extra_args, str(script)]
     proc = _run(argv, cwd=workdir, env=env)
     if proc.returncode != 0:
-        raise SbatchError(
-            argv,
-            f"exit code {proc.returncode}",
-            returncode=proc.returncode,
-            stderr=proc.stderr,
-        )
+        raise SbatchError.exited(argv, proc)
     # --parsable prints "<jobid>" or "<jobid>;<cluster>"
     lines = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip()]
     job_id = lines[-1].split(";", 1)[0] if lines else ""
     if not re.fullmatch(r"\d+", job_id):
-        raise SbatchError(
-            argv,
-            f"no job id in output {proc.stdout.strip()!r}",
-            returncode=proc.returncode,
-            stderr=proc.stderr,
-        )
+        raise SbatchError.exited(argv, proc, f"no job id in output {proc.stdout.strip()!r}")
     return job_id
 
 
@@ -344,12 +344,7 @@ def job_state(job_id: str) -> JobInfo:
         if info is not None:
             return info
     elif "Invalid job id" not in proc.stderr:
-        raise SlurmCommandError(
-            argv,
-            f"exit code {proc.returncode}",
-            returncode=proc.returncode,
-            stderr=proc.stderr,
-        )
+        raise SlurmCommandError.exited(argv, proc)
     info = _from_sacct(job_id)
     if info is None:
         raise JobNotFound(job_id)
@@ -470,12 +465,7 @@ def cancel(job_id: str, *, signal: str | None = None) -> None:
     argv.append(job_id)
     proc = _run(argv)
     if proc.returncode != 0:
-        raise SlurmCommandError(
-            argv,
-            f"exit code {proc.returncode}",
-            returncode=proc.returncode,
-            stderr=proc.stderr,
-        )
+        raise SlurmCommandError.exited(argv, proc)
 
 
 def is_infrastructure_failure(info: JobInfo) -> bool:

@@ -9,26 +9,15 @@ step ask the client's declared capabilities (``tool``), never its name.
 
 from __future__ import annotations
 
-import importlib
-
+from perfsanity.common.registry import LazyRegistry
 from perfsanity.load.base import BenchmarkClient
 
-_REGISTRY = {
+_REGISTRY: LazyRegistry[BenchmarkClient] = LazyRegistry("client", "CLIENT", {
     "aiperf": "perfsanity.load.aiperf",
     "sglang-bench-serving": "perfsanity.load.sglang_bench",
     "trtllm-benchmark-serving": "perfsanity.load.trtllm_bench",
-}
+})
 
 
-def get_client(name: str) -> BenchmarkClient:
-    """The client object for ``benchmark.client``."""
-    try:
-        module = importlib.import_module(_REGISTRY[name])
-    except KeyError:
-        raise ValueError(f"unknown client {name!r}; known: {', '.join(_REGISTRY)}") from None
-    return module.CLIENT
-
-
-def names() -> tuple[str, ...]:
-    """Every registered client name, in registry order."""
-    return tuple(_REGISTRY)
+get_client = _REGISTRY.get  # the client object for ``benchmark.client``; ValueError naming the known ones
+names = _REGISTRY.names  # every registered client name, in registry order

@@ -37,7 +37,7 @@ from perfsanity.load.base import (
     ClientRun,
     finite,
     per_gpu,
-    read_json,
+    read_json_object,
     validate,
 )
 from perfsanity.load.results_json import ConcurrencyResult, LatencyStats
@@ -202,10 +202,7 @@ class AiperfClient(ClientBase):
             # aiperf writes no summary when no request succeeded; its per-record file says why
             raise ClientOutputError(path, "file not found (aiperf wrote no summary)"
                                     + records_diagnosis(run.out_dir / RECORDS_FILE))
-        data = read_json(path)
-        if not isinstance(data, dict):
-            raise ClientOutputError(path, f"top level must be an object, got {type(data).__name__}")
-        s = validate(AiperfSummary, data, path)
+        s = validate(AiperfSummary, read_json_object(path), path)
         if s.was_cancelled:
             raise ClientOutputError(path, "aiperf reports the run was cancelled", "was_cancelled")
         if s.is_complete is False:

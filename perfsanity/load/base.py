@@ -7,6 +7,10 @@ does no I/O in ``command`` (golden-testable); ``parse`` only reads files.
 
 Every client's output is parsed with a pydantic schema of the JSON it writes; a missing file, bad
 JSON or a missing/ill-typed field is a :class:`ClientOutputError` naming the file and the field.
+
+The two benchmark_serving tools (sglang, TensorRT-LLM) share one schema family, one argv head and one
+result builder here (:class:`ServingBenchResult`, :func:`serving_result_model`,
+:class:`ServingBenchClient`, :func:`serving_result`); their modules hold only what differs.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from perfsanity.common.errors import PerfsanityError
 from perfsanity.load.results_json import ConcurrencyResult, LatencyStats
@@ -106,10 +110,11 @@ class ClientBase(ABC):
 # ---------------------------------------------------------------------------------------
 
 M = TypeVar("M", bound=BaseModel)
+S = TypeVar("S", bound="ServingBenchResult")
 
 
-def read_json(path: Path) -> Any:
-    """Parsed JSON of ``path``; missing/unreadable/invalid files are ClientOutputErrors."""
+def read_text(path: Path) -> str:
+    """The text of a client's output file; missing, unreadable or blank files are ClientOutputErrors."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -118,10 +123,24 @@ def read_json(path: Path) -> Any:
         raise ClientOutputError(path, f"cannot read: {exc}") from None
     if not text.strip():
         raise ClientOutputError(path, "file is empty")
+    return text
+
+
+def read_json(path: Path) -> Any:
+    """Parsed JSON of ``path``; missing/unreadable/invalid files are ClientOutputErrors."""
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ClientOutputError(path, f"invalid JSON: {exc}") from None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """:func:`read_json` of a file whose top level must be a JSON object."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ClientOutputError(path, f"top level must be an object, got {type(data).__name__}")
+    return data
 
 
 def validate(model: type[M], data: Any, path: Path, *, prefix: str = "") -> M:
@@ -159,3 +178,130 @@ def per_gpu(output_throughput: float | None, total_gpus: int) -> float | None:
     if output_throughput is None or total_gpus <= 0:
         return None
     return output_throughput / total_gpus
+
+
+# ---------------------------------------------------------------------------------------
+# The benchmark_serving family (sglang bench_serving, TensorRT-LLM benchmark_serving)
+# ---------------------------------------------------------------------------------------
+#
+# Both tools descend from vLLM's benchmark_serving.py and save one flat JSON object with the same
+# scalar keys and latency keys ``{mean,median,p90,p99}_{metric}_ms`` (already milliseconds). They
+# differ only in which latency keys are always written, the e2e metric's name, the total-throughput
+# key and whether a per-user throughput is saved.
+
+STAT_PREFIXES = ("mean", "median", "p90", "p99")
+
+
+class ServingBenchResult(BaseModel):
+    """The scalar keys every benchmark_serving tool saves; subclasses add their latency keys
+    (:func:`latency_fields`) and tool-specific keys."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    backend: str | None = None
+    max_concurrency: int | None = None
+    duration: float = Field(ge=0)
+    completed: int = Field(ge=0)
+    total_input_tokens: int = Field(ge=0)
+    total_output_tokens: int = Field(ge=0)
+    request_throughput: float
+    output_throughput: float
+
+
+def latency_fields(metric: str, *, required: tuple[str, ...] = ("mean", "median")) -> dict[str, Any]:
+    """pydantic field definitions (for :func:`pydantic.create_model`) of ``{stat}_{metric}_ms`` for
+    every stat of :data:`STAT_PREFIXES`: the ``required`` stats are floats the file must hold, the
+    others are optional (None when the tool's version does not write them)."""
+    return {f"{stat}_{metric}_ms": (float, ...) if stat in required else (float | None, None)
+            for stat in STAT_PREFIXES}
+
+
+def serving_result_model(
+    name: str,
+    base: type[S],
+    *,
+    doc: str,
+    required: tuple[str, ...],
+    e2e_metric: str,
+    e2e_required: tuple[str, ...],
+) -> type[S]:
+    """The pydantic model of one tool's saved result: ``base`` (a :class:`ServingBenchResult` with the
+    tool's own scalar keys) plus the latency keys of ``ttft``, ``tpot``, ``itl`` (``required`` stats
+    always written) and of ``e2e_metric`` (``e2e_required`` stats always written)."""
+    fields: dict[str, Any] = {}
+    for metric in ("ttft", "tpot", "itl"):
+        fields |= latency_fields(metric, required=required)
+    fields |= latency_fields(e2e_metric, required=e2e_required)
+    return create_model(name, __doc__=doc, __base__=base, **fields)
+
+
+class ServingBenchClient(ClientBase):
+    """A benchmark_serving tool run as ``python3 -m <module>`` from the engine's image (PATH)."""
+
+    module: ClassVar[str]  # the tool's ``python3 -m`` module
+    backend_flag: ClassVar[str]  # its ``--backend`` value that posts to ``<base-url>/v1/completions``
+    file_dataset: ClassVar[str]  # its ``--dataset-name`` that reads a ``dataset_file`` (``--dataset-path``)
+
+    @abstractmethod
+    def synthetic_dataset_argv(self, run: ClientRun) -> list[str]:
+        """The dataset flags of a run without a ``dataset_file`` (random token ids)."""
+
+    def head_argv(self, run: ClientRun) -> list[str]:
+        """The flags both tools spell alike, in this order: module, ``--backend``, front door, model,
+        tokenizer, then the dataset (``file_dataset`` with the file, else the synthetic flags)."""
+        argv = [
+            "python3", "-m", self.module,
+            "--backend", self.backend_flag,
+            "--base-url", run.url,
+            "--model", run.model_name,
+        ]
+        if run.tokenizer:
+            argv += ["--tokenizer", run.tokenizer]
+        if run.dataset_file:
+            argv += ["--dataset-name", self.file_dataset, "--dataset-path", run.dataset_file]
+        else:
+            argv += self.synthetic_dataset_argv(run)
+        return argv
+
+
+def latency_stats(result: BaseModel, metric: str) -> LatencyStats:
+    """The :class:`LatencyStats` of ``metric`` read from ``result``'s ``{stat}_{metric}_ms`` keys."""
+    mean, median, p90, p99 = (getattr(result, f"{stat}_{metric}_ms") for stat in STAT_PREFIXES)
+    return stats(mean, median, p90, p99)
+
+
+def serving_result(
+    client: str,
+    run: ClientRun,
+    path: Path,
+    r: ServingBenchResult,
+    *,
+    failed: int,
+    total_token_throughput: float | None,
+    per_user: float | None,
+    e2e_metric: str,
+) -> ConcurrencyResult:
+    """One :class:`ConcurrencyResult` from a benchmark_serving tool's saved result ``r`` (read from
+    ``path``); the latency metrics ``ttft``/``tpot``/``itl`` and ``e2e_metric`` come from
+    :func:`latency_stats`."""
+    out_tput = finite(r.output_throughput)
+    return ConcurrencyResult(
+        concurrency=run.concurrency,
+        client=client,
+        requested=run.num_prompts,
+        completed=r.completed,
+        failed=failed,
+        input_tokens=r.total_input_tokens,
+        output_tokens=r.total_output_tokens,
+        duration_s=finite(r.duration),
+        request_throughput=finite(r.request_throughput),
+        output_token_throughput=out_tput,
+        total_token_throughput=finite(total_token_throughput),
+        output_token_throughput_per_user=finite(per_user),
+        output_token_throughput_per_gpu=per_gpu(out_tput, run.total_gpus),
+        ttft=latency_stats(r, "ttft"),
+        tpot=latency_stats(r, "tpot"),
+        itl=latency_stats(r, "itl"),
+        e2e=latency_stats(r, e2e_metric),
+        raw_path=str(path),
+    )

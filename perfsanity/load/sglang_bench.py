@@ -24,72 +24,49 @@ from __future__ import annotations
 
 import json
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from perfsanity.load.base import (
-    ClientBase,
     ClientCommand,
     ClientOutputError,
     ClientRun,
-    finite,
-    per_gpu,
-    stats,
+    ServingBenchClient,
+    ServingBenchResult,
+    read_text,
+    serving_result,
+    serving_result_model,
     validate,
 )
 from perfsanity.load.results_json import ConcurrencyResult
 
 RESULT_FILE = "result.jsonl"
+ALWAYS_WRITTEN = ("mean", "median", "p99")  # latency stats of ttft/tpot/itl every version writes
 
 
-class SglangResult(BaseModel):
-    """One line of ``bench_serving --output-file`` (the ``result`` dict of ``benchmark()``)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    backend: str | None = None
-    max_concurrency: int | None = None
-    duration: float = Field(ge=0)
-    completed: int = Field(ge=0)
-    total_input_tokens: int = Field(ge=0)
-    total_output_tokens: int = Field(ge=0)
-    request_throughput: float
-    output_throughput: float
-    total_throughput: float | None = None
-    mean_ttft_ms: float
-    median_ttft_ms: float
-    p90_ttft_ms: float | None = None
-    p99_ttft_ms: float
-    mean_tpot_ms: float
-    median_tpot_ms: float
-    p90_tpot_ms: float | None = None
-    p99_tpot_ms: float
-    mean_itl_ms: float
-    median_itl_ms: float
-    p90_itl_ms: float | None = None
-    p99_itl_ms: float
-    mean_e2e_latency_ms: float
-    median_e2e_latency_ms: float
-    p90_e2e_latency_ms: float | None = None
-    p99_e2e_latency_ms: float | None = None
+class _SglangScalars(ServingBenchResult):
+    total_throughput: float | None = None  # newer versions only
 
 
-class SglangBenchClient(ClientBase):
+SglangResult = serving_result_model(
+    "SglangResult",
+    _SglangScalars,
+    doc="One line of ``bench_serving --output-file`` (the ``result`` dict of ``benchmark()``).",
+    required=ALWAYS_WRITTEN,
+    e2e_metric="e2e_latency",
+    e2e_required=("mean", "median"),
+)
+
+
+class SglangBenchClient(ServingBenchClient):
     name = "sglang-bench-serving"
+    backend_flag = "sglang-oai"
     module = "sglang.bench_serving"
 
+    file_dataset = "random"  # ShareGPT-format text cut to the lengths
+
+    def synthetic_dataset_argv(self, run: ClientRun) -> list[str]:
+        return ["--dataset-name", "random-ids"]
+
     def command(self, run: ClientRun) -> ClientCommand:
-        argv: list[str] = [
-            "python3", "-m", self.module,
-            "--backend", "sglang-oai",
-            "--base-url", run.url,
-            "--model", run.model_name,
-        ]
-        if run.tokenizer:
-            argv += ["--tokenizer", run.tokenizer]
-        if run.dataset_file:
-            argv += ["--dataset-name", "random", "--dataset-path", run.dataset_file]
-        else:
-            argv += ["--dataset-name", "random-ids"]
+        argv = self.head_argv(run)
         argv += [
             "--random-input-len", str(run.input_length),
             "--random-output-len", str(run.output_length),
@@ -108,14 +85,7 @@ class SglangBenchClient(ClientBase):
 
     def parse(self, run: ClientRun) -> ConcurrencyResult:
         path = run.out_dir / RESULT_FILE
-        try:
-            lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        except FileNotFoundError:
-            raise ClientOutputError(path, "file not found (the client wrote no result)") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ClientOutputError(path, f"cannot read: {exc}") from None
-        if not lines:
-            raise ClientOutputError(path, "file is empty")
+        lines = [ln for ln in read_text(path).splitlines() if ln.strip()]
         try:
             data = json.loads(lines[-1])
         except json.JSONDecodeError as exc:
@@ -123,26 +93,12 @@ class SglangBenchClient(ClientBase):
         if not isinstance(data, dict):
             raise ClientOutputError(path, f"last line must be a JSON object, got {type(data).__name__}")
         r = validate(SglangResult, data, path)
-        out_tput = finite(r.output_throughput)
-        return ConcurrencyResult(
-            concurrency=run.concurrency,
-            client=self.name,
-            requested=run.num_prompts,
-            completed=r.completed,
+        return serving_result(
+            self.name, run, path, r,
             failed=max(run.num_prompts - r.completed, 0),
-            input_tokens=r.total_input_tokens,
-            output_tokens=r.total_output_tokens,
-            duration_s=finite(r.duration),
-            request_throughput=finite(r.request_throughput),
-            output_token_throughput=out_tput,
-            total_token_throughput=finite(r.total_throughput),
-            output_token_throughput_per_user=None,  # bench_serving does not report it
-            output_token_throughput_per_gpu=per_gpu(out_tput, run.total_gpus),
-            ttft=stats(r.mean_ttft_ms, r.median_ttft_ms, r.p90_ttft_ms, r.p99_ttft_ms),
-            tpot=stats(r.mean_tpot_ms, r.median_tpot_ms, r.p90_tpot_ms, r.p99_tpot_ms),
-            itl=stats(r.mean_itl_ms, r.median_itl_ms, r.p90_itl_ms, r.p99_itl_ms),
-            e2e=stats(r.mean_e2e_latency_ms, r.median_e2e_latency_ms, r.p90_e2e_latency_ms, r.p99_e2e_latency_ms),
-            raw_path=str(path),
+            total_token_throughput=r.total_throughput,
+            per_user=None,  # bench_serving does not report it
+            e2e_metric="e2e_latency",
         )
 
 

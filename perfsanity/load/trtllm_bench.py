@@ -23,17 +23,17 @@ Failed = ``num_prompts`` − ``completed`` (the tool prints, but does not save, 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from perfsanity.load.base import (
-    ClientBase,
     ClientCommand,
     ClientOutputError,
     ClientRun,
-    finite,
-    per_gpu,
-    read_json,
-    stats,
+    ServingBenchClient,
+    ServingBenchResult,
+    read_json_object,
+    serving_result,
+    serving_result_model,
     validate,
 )
 from perfsanity.load.results_json import ConcurrencyResult
@@ -43,63 +43,40 @@ PERCENTILE_METRICS = "ttft,tpot,itl,e2el"
 METRIC_PERCENTILES = "50,90,99"
 
 
-class TrtllmResult(BaseModel):
-    """The ``--save-result`` JSON (without ``--save-detailed``)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    backend: str | None = None
+class _TrtllmScalars(ServingBenchResult):
     model_id: str | None = None
     num_prompts: int | None = Field(default=None, ge=0)
-    max_concurrency: int | None = None
-    duration: float = Field(ge=0)
-    completed: int = Field(ge=0)
-    total_input_tokens: int = Field(ge=0)
-    total_output_tokens: int = Field(ge=0)
-    request_throughput: float
-    output_throughput: float
     total_token_throughput: float | None = None
     user_throughput: float | None = None
-    mean_ttft_ms: float
-    median_ttft_ms: float
-    p90_ttft_ms: float | None = None
-    p99_ttft_ms: float | None = None
-    mean_tpot_ms: float
-    median_tpot_ms: float
-    p90_tpot_ms: float | None = None
-    p99_tpot_ms: float | None = None
-    mean_itl_ms: float
-    median_itl_ms: float
-    p90_itl_ms: float | None = None
-    p99_itl_ms: float | None = None
-    mean_e2el_ms: float | None = None
-    median_e2el_ms: float | None = None
-    p90_e2el_ms: float | None = None
-    p99_e2el_ms: float | None = None
 
 
-class TrtllmBenchClient(ClientBase):
+TrtllmResult = serving_result_model(
+    "TrtllmResult",
+    _TrtllmScalars,
+    doc="The ``--save-result`` JSON (without ``--save-detailed``).",
+    required=("mean", "median"),
+    e2e_metric="e2el",
+    e2e_required=(),
+)
+
+
+class TrtllmBenchClient(ServingBenchClient):
     name = "trtllm-benchmark-serving"
+    backend_flag = "openai"
     module = "tensorrt_llm.serve.scripts.benchmark_serving"
 
-    def command(self, run: ClientRun) -> ClientCommand:
-        argv: list[str] = [
-            "python3", "-m", self.module,
-            "--backend", "openai",
-            "--base-url", run.url,
-            "--model", run.model_name,
+    file_dataset = "trtllm_custom"
+
+    def synthetic_dataset_argv(self, run: ClientRun) -> list[str]:
+        return [
+            "--dataset-name", "random", "--random-ids",
+            "--random-input-len", str(run.input_length),
+            "--random-output-len", str(run.output_length),
+            "--random-range-ratio", "0",
         ]
-        if run.tokenizer:
-            argv += ["--tokenizer", run.tokenizer]
-        if run.dataset_file:
-            argv += ["--dataset-name", "trtllm_custom", "--dataset-path", run.dataset_file]
-        else:
-            argv += [
-                "--dataset-name", "random", "--random-ids",
-                "--random-input-len", str(run.input_length),
-                "--random-output-len", str(run.output_length),
-                "--random-range-ratio", "0",
-            ]
+
+    def command(self, run: ClientRun) -> ClientCommand:
+        argv = self.head_argv(run)
         argv += [
             "--num-prompts", str(run.num_prompts),
             "--max-concurrency", str(run.concurrency),
@@ -122,33 +99,16 @@ class TrtllmBenchClient(ClientBase):
 
     def parse(self, run: ClientRun) -> ConcurrencyResult:
         path = run.out_dir / RESULT_FILE
-        data = read_json(path)
-        if not isinstance(data, dict):
-            raise ClientOutputError(path, f"top level must be an object, got {type(data).__name__}")
-        r = validate(TrtllmResult, data, path)
+        r = validate(TrtllmResult, read_json_object(path), path)
         sent = r.num_prompts if r.num_prompts is not None else run.num_prompts
         if r.completed > sent:
             raise ClientOutputError(path, f"completed={r.completed} exceeds num_prompts={sent}", "completed")
-        out_tput = finite(r.output_throughput)
-        return ConcurrencyResult(
-            concurrency=run.concurrency,
-            client=self.name,
-            requested=run.num_prompts,
-            completed=r.completed,
+        return serving_result(
+            self.name, run, path, r,
             failed=max(run.num_prompts - r.completed, sent - r.completed),
-            input_tokens=r.total_input_tokens,
-            output_tokens=r.total_output_tokens,
-            duration_s=finite(r.duration),
-            request_throughput=finite(r.request_throughput),
-            output_token_throughput=out_tput,
-            total_token_throughput=finite(r.total_token_throughput),
-            output_token_throughput_per_user=finite(r.user_throughput),
-            output_token_throughput_per_gpu=per_gpu(out_tput, run.total_gpus),
-            ttft=stats(r.mean_ttft_ms, r.median_ttft_ms, r.p90_ttft_ms, r.p99_ttft_ms),
-            tpot=stats(r.mean_tpot_ms, r.median_tpot_ms, r.p90_tpot_ms, r.p99_tpot_ms),
-            itl=stats(r.mean_itl_ms, r.median_itl_ms, r.p90_itl_ms, r.p99_itl_ms),
-            e2e=stats(r.mean_e2el_ms, r.median_e2el_ms, r.p90_e2el_ms, r.p99_e2el_ms),
-            raw_path=str(path),
+            total_token_throughput=r.total_token_throughput,
+            per_user=r.user_throughput,
+            e2e_metric="e2el",
         )
 
 

@@ -47,16 +47,10 @@ from perfsanity.load.results_json import (
     flatten,
     higher_is_better,
 )
-from perfsanity.results.history import HistoryStore, MatchKeys, utc
+from perfsanity.results.history import TYPED_METRICS, HistoryStore, MatchKeys, utc
 
-DEFAULT_GATED_METRICS: tuple[str, ...] = (
-    "output_token_throughput",
-    "total_token_throughput",
-    "ttft_median",
-    "ttft_p99",
-    "tpot_median",
-    "itl_median",
-)
+#: the headline metrics gated by default: the ones history also keeps in typed columns
+DEFAULT_GATED_METRICS: tuple[str, ...] = TYPED_METRICS
 KNOWN_METRICS: frozenset[str] = frozenset(SCALAR_METRICS) | frozenset(
     f"{lat}_{stat}" for lat in LATENCY_FIELDS for stat in STAT_FIELDS
 )

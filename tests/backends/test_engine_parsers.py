@@ -150,17 +150,6 @@ def check_sglang_config(config: Config, tmp_path: Path) -> list[str]:
     return config_problems
 
 
-def test_sglang_worker_plain_config_parses(make_config, tmp_path):
-    problems = check_sglang_config(make_config("sglang", **PLAIN_SGLANG), tmp_path)
-    assert not problems, problems
-
-
-def test_sglang_worker_test_config_parses(tmp_path):
-    problems = check_sglang_config(load_config(GLM_SGLANG), tmp_path)
-    if problems:
-        pytest.xfail("config keys the installed sglang does not accept: " + "; ".join(problems))
-
-
 def test_sglang_router_parses(tmp_path):
     require("sglang_router.launch_router")
     config = load_config(GLM_SGLANG)
@@ -207,17 +196,6 @@ def check_dynamo_config(config: Config, tmp_path: Path) -> list[str]:
     return problems
 
 
-def test_dynamo_worker_plain_config_parses(make_config, tmp_path):
-    problems = check_dynamo_config(make_config("dynamo-sglang", **PLAIN_SGLANG), tmp_path)
-    assert not problems, problems
-
-
-def test_dynamo_worker_test_config_parses(tmp_path):
-    problems = check_dynamo_config(load_config(QWEN_DYNAMO), tmp_path)
-    if problems:
-        pytest.xfail("config keys the installed sglang/dynamo does not accept: " + "; ".join(problems))
-
-
 def test_dynamo_frontend_parses(tmp_path):
     require("dynamo.frontend.main")
     config = load_config(QWEN_DYNAMO)
@@ -227,6 +205,28 @@ def test_dynamo_frontend_parses(tmp_path):
     assert result["ok"], result
     assert result["parsed"] == {"http_host": "10.0.0.1", "http_port": 0, "discovery_backend": "file",
                                 "request_plane": "tcp", "event_plane": "zmq"}
+
+
+# ---- SGLang and Dynamo + SGLang workers: a plain config, and the repo's test config ------
+
+# (backend, its checker, its test config, the engines named when the test config's keys are refused)
+SGLANG_WORKERS = [
+    pytest.param("sglang", check_sglang_config, GLM_SGLANG, "sglang", id="sglang"),
+    pytest.param("dynamo-sglang", check_dynamo_config, QWEN_DYNAMO, "sglang/dynamo", id="dynamo"),
+]
+
+
+@pytest.mark.parametrize("backend,check,_test_config,_engines", SGLANG_WORKERS)
+def test_worker_plain_config_parses(backend, check, _test_config, _engines, make_config, tmp_path):
+    problems = check(make_config(backend, **PLAIN_SGLANG), tmp_path)
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("_backend,check,test_config,engines", SGLANG_WORKERS)
+def test_worker_test_config_parses(_backend, check, test_config, engines, tmp_path):
+    problems = check(load_config(test_config), tmp_path)
+    if problems:
+        pytest.xfail(f"config keys the installed {engines} does not accept: " + "; ".join(problems))
 
 
 # ---- TensorRT-LLM ------------------------------------------------------------------------

@@ -22,39 +22,38 @@ TR = CLIENT_FIXTURES / "trtllm"
 
 # ---------------------------------------------------------------- command lines
 
-def test_sglang_command_golden():
-    cmd = SGLANG.command(make_run())
-    assert shlex.join(cmd.argv) == (
+# (client, ClientRun changes, the exact command line): both run from the engine's image (tool None)
+# and change no environment variable
+COMMAND_GOLDENS = [
+    pytest.param(SGLANG, {}, (
         "python3 -m sglang.bench_serving --backend sglang-oai --base-url http://127.0.0.1:8000 --model tiny "
         "--tokenizer /models/tiny --dataset-name random-ids --random-input-len 128 --random-output-len 32 "
         "--random-range-ratio 1 --num-prompts 16 --max-concurrency 4 --request-rate inf --seed 0 "
         "--warmup-requests 2 --disable-tqdm --output-file /jobs/j1/client/c4/result.jsonl"
-    )
-    assert cmd.tool is None and dict(cmd.env_set) == {} and cmd.env_unset == ()
-
-
-def test_sglang_command_dataset_file_no_stream_no_tokenizer():
-    cmd = SGLANG.command(make_run(dataset_file="/data/sharegpt.json", streaming=False, tokenizer=None,
-                                  warmup_requests=0, random_seed=7))
-    assert shlex.join(cmd.argv) == (
+    ), id="sglang"),
+    pytest.param(SGLANG, {"dataset_file": "/data/sharegpt.json", "streaming": False, "tokenizer": None,
+                          "warmup_requests": 0, "random_seed": 7}, (
         "python3 -m sglang.bench_serving --backend sglang-oai --base-url http://127.0.0.1:8000 --model tiny "
         "--dataset-name random --dataset-path /data/sharegpt.json --random-input-len 128 --random-output-len 32 "
         "--random-range-ratio 1 --num-prompts 16 --max-concurrency 4 --request-rate inf --seed 7 "
         "--warmup-requests 0 --disable-tqdm --output-file /jobs/j1/client/c4/result.jsonl --disable-stream"
-    )
-
-
-def test_trtllm_command_golden():
-    cmd = TRTLLM.command(make_run(concurrency=8, num_prompts=32))
-    assert shlex.join(cmd.argv) == (
+    ), id="sglang-dataset-file-no-stream-no-tokenizer"),
+    pytest.param(TRTLLM, {"concurrency": 8, "num_prompts": 32}, (
         "python3 -m tensorrt_llm.serve.scripts.benchmark_serving --backend openai "
         "--base-url http://127.0.0.1:8000 --model tiny --tokenizer /models/tiny --dataset-name random "
         "--random-ids --random-input-len 128 --random-output-len 32 --random-range-ratio 0 --num-prompts 32 "
         "--max-concurrency 8 --ignore-eos --seed 0 --percentile-metrics ttft,tpot,itl,e2el "
         "--metric-percentiles 50,90,99 --disable-tqdm --save-result --result-dir /jobs/j1/client/c4 "
         "--result-filename result.json"
-    )
-    assert cmd.tool is None and cmd.env_unset == ()
+    ), id="trtllm"),
+]
+
+
+@pytest.mark.parametrize("client,changes,expected", COMMAND_GOLDENS)
+def test_command_golden(client, changes, expected):
+    cmd = client.command(make_run(**changes))
+    assert shlex.join(cmd.argv) == expected
+    assert cmd.tool is None and dict(cmd.env_set) == {} and cmd.env_unset == ()
 
 
 def test_trtllm_command_dataset_file_no_stream_no_warmup():

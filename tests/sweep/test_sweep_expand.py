@@ -109,35 +109,25 @@ parameters:
     assert err.value.file == str(bad) and "worker_config.gen.max_batch_size" in err.value.key_path
 
 
+GEN_BY_BATCH = "  hardware.num_gen_servers: [1, 2]\n  worker_config.gen.max_batch_size: [64, 128]\n"
+
+
+def point_names(write_sweep, parameters: str, name: str | None = None, file: str = "sweep.yaml") -> list[str]:
+    """The point names of a sweep over BASE with these ``parameters:`` lines (and ``name:`` template)."""
+    text = f"base: {BASE}\nparameters:\n{parameters}" + (f'name: "{name}"\n' if name else "")
+    return [p.name for p in sweep.load_sweep(write_sweep(text, file)).points]
+
+
 def test_name_template_and_collision_suffix(write_sweep, tmp_path):
-    path = write_sweep(f"""
-base: {BASE}
-parameters:
-  hardware.num_gen_servers: [1, 2]
-  worker_config.gen.max_batch_size: [64, 128]
-name: "{{base}}-gen{{hardware.num_gen_servers}}-bs{{max_batch_size}}"
-""")
-    names = [p.name for p in sweep.load_sweep(path).points]
+    names = point_names(write_sweep, GEN_BY_BATCH, "{base}-gen{hardware.num_gen_servers}-bs{max_batch_size}")
     assert names == ["mocker-ctx1-gen1-gen1-bs64", "mocker-ctx1-gen1-gen1-bs128",
                      "mocker-ctx1-gen1-gen2-bs64", "mocker-ctx1-gen1-gen2-bs128"]
     # a template that drops a varying key: colliding names get a short hash, the others stay clean
-    path = write_sweep(f"""
-base: {BASE}
-parameters:
-  hardware.num_gen_servers: [1, 2]
-  worker_config.gen.max_batch_size: [64, 128]
-name: "run gen={{hardware.num_gen_servers}}"
-""", "collide.yaml")
-    names = [p.name for p in sweep.load_sweep(path).points]
+    names = point_names(write_sweep, GEN_BY_BATCH, "run gen={hardware.num_gen_servers}", "collide.yaml")
     assert len(set(names)) == 4
     assert all(n.startswith("run_gen_") and len(n.split("-")[-1]) == 6 for n in names)
     # default names: values that sanitize alike ('1 4' / '1,4') collide → hash suffix only on those
-    path = write_sweep(f"""
-base: {BASE}
-parameters:
-  benchmark.concurrency_list: ["1 4", "1,4", "8"]
-""", "conc.yaml")
-    names = [p.name for p in sweep.load_sweep(path).points]
+    names = point_names(write_sweep, '  benchmark.concurrency_list: ["1 4", "1,4", "8"]\n', file="conc.yaml")
     assert names[2] == "mocker-ctx1-gen1-c8"
     assert names[0] != names[1] and names[0].startswith("mocker-ctx1-gen1-c1_4-")
     bad = write_sweep(f"base: {BASE}\nparameters: {{hardware.num_gen_servers: [1]}}\nname: '{{nope}}'\n", "t.yaml")

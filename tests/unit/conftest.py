@@ -75,6 +75,14 @@ def bash_n(path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, timeout=30, check=False)
 
 
+def assert_clean_bash(path: Path, exclude: Sequence[str] = ()) -> None:
+    """``bash -n`` accepts the script and :func:`shellcheck` (minus ``exclude``) finds nothing."""
+    n = bash_n(path)
+    assert n.returncode == 0, n.stderr
+    sc = shellcheck(path, exclude=exclude)
+    assert sc.returncode == 0 and not sc.stdout, sc.stdout
+
+
 def assert_one_line_error(res: Result, *needles: str) -> None:
     """Exit 2, exactly one stderr line holding every needle, no traceback."""
     assert res.returncode == 2, f"exit {res.returncode}; stderr:\n{res.stderr}\nstdout:\n{res.stdout}"

@@ -252,9 +252,7 @@ def test_l0_launch_sh_golden(name: str, tmp_path: Path, h) -> None:
     res = h.run_submit(l0_args(tmp_path, listed_id, nodes, srun_args), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     launch = tmp_path / "job/launch.sh"
-    assert h.bash_n(launch).returncode == 0
-    sc = h.shellcheck(launch)
-    assert sc.returncode == 0 and not sc.stdout, sc.stdout
+    h.assert_clean_bash(launch)
     text = launch.read_text()
     assert ("--container-env=" in text) == container
     assert f"export PERFSANITY_TEST_ID={test_id}\n" in text
@@ -350,6 +348,18 @@ def markers(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name in MARKER_NAMES]
 
 
+def lint_and_run_inert(h, launch: Path, stub_bin: Path, tmp_path: Path):
+    """Check ``launch`` with ``bash -n`` and shellcheck, run it with the stub SLURM commands in a fresh
+    run dir and home; (the finished process, the stubs' argv log)."""
+    # SC2016 ("expressions don't expand in single quotes") is exactly what is intended here
+    h.assert_clean_bash(launch, exclude=["SC2016"])
+    run_dir, home, log = tmp_path / "run", tmp_path / "home", tmp_path / "argv.log"
+    run_dir.mkdir()
+    home.mkdir()
+    proc = run_launch_sh(h, launch, stub_bin, cwd=run_dir, log=log, home=home)
+    return proc, log.read_text() if log.exists() else ""
+
+
 def test_injection_direct_mode_runs_inert(tmp_path: Path, h, stub_bin: Path) -> None:
     marker = tmp_path / "PWNED"
     # the config sits in a directory whose name is itself a command substitution
@@ -360,18 +370,8 @@ def test_injection_direct_mode_runs_inert(tmp_path: Path, h, stub_bin: Path) -> 
     job = tmp_path / "job"
     res = h.run_submit(["--config", cfg, "--out", job, "--dry-run"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    launch = job / "launch.sh"
-    assert h.bash_n(launch).returncode == 0
-    # SC2016 ("expressions don't expand in single quotes") is exactly what is intended here
-    sc = h.shellcheck(launch, exclude=["SC2016"])
-    assert sc.returncode == 0 and not sc.stdout, sc.stdout
-
-    run_dir, home, log = tmp_path / "run", tmp_path / "home", tmp_path / "argv.log"
-    run_dir.mkdir()
-    home.mkdir()
-    proc = run_launch_sh(h, launch, stub_bin, cwd=run_dir, log=log, home=home)
+    proc, calls = lint_and_run_inert(h, job / "launch.sh", stub_bin, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    calls = log.read_text()
     assert calls.count("srun ") == 5  # install + GEN_0 + CTX_0 + DISAGG_SERVER + BENCHMARK
     assert "scontrol [show] [hostnames] [node[0-63]]" in calls
     # the strings arrived as literal arguments
@@ -395,17 +395,9 @@ def test_injection_l0_mode_runs_inert(tmp_path: Path, h, stub_bin: Path) -> None
     args[args.index("--launch-sh") + 1] = str(job / "launch.sh")
     res = h.run_submit(args, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    launch = job / "launch.sh"
-    assert h.bash_n(launch).returncode == 0
-    sc = h.shellcheck(launch, exclude=["SC2016"])
-    assert sc.returncode == 0 and not sc.stdout, sc.stdout
-    run_dir, home, log = tmp_path / "run", tmp_path / "home", tmp_path / "argv.log"
-    run_dir.mkdir()
-    home.mkdir()
-    proc = run_launch_sh(h, launch, stub_bin, cwd=run_dir, log=log, home=home)
+    proc, calls = lint_and_run_inert(h, job / "launch.sh", stub_bin, tmp_path)
     # stub steps write no results.json, so the in-job results pipeline (L0) fails the job: exit 1, not a crash
     assert "] done: exit code 0" in proc.stdout and proc.returncode == 1, proc.stdout + proc.stderr
-    calls = log.read_text()
     assert f"[--container-image=img$(touch {marker})]" in calls
     assert f"[--comment='\"$(touch {marker})]" in calls
     assert (job / "logs").is_dir()
@@ -427,11 +419,8 @@ def test_draft_is_thin_glue() -> None:
                                     "jenkins/scripts/perf/disaggregated/slurm_launch_draft.sh"])
 def test_bash_scripts_are_clean(script: str, h) -> None:
     path = REPO / script
-    assert h.bash_n(path).returncode == 0
     # the draft is a fragment: the role plan it reads is defined by the generated part above it
-    exclude = ["SC2154", "SC2153"] if "draft" in script else []
-    sc = h.shellcheck(path, exclude=exclude)
-    assert sc.returncode == 0 and not sc.stdout, sc.stdout
+    h.assert_clean_bash(path, exclude=["SC2154", "SC2153"] if "draft" in script else [])
 
 
 @pytest.fixture(scope="module")
