@@ -27,6 +27,7 @@ import yaml
 from perfsanity.common.errors import ConfigError, PerfsanityError
 from perfsanity.common.files import write_atomic
 from perfsanity.common.redact import redact_data
+from perfsanity.engines import get_backend
 from perfsanity.plan.launch import (
     DRAFT_LAUNCH,
     REPO_ROOT,
@@ -150,6 +151,7 @@ def prepare_direct(
     if mode:
         overrides = {**(overrides or {}), "benchmark.mode": mode}
     config = load_config(config_path, cluster=cluster, overrides=overrides)
+    get_backend(config.metadata.backend).validate(config, str(config_path))  # engine facts, before sbatch
     topology = build_topology(config)
     job_dir = job_dir.resolve()
     config_text = None
@@ -211,6 +213,7 @@ def prepare_l0(args: argparse.Namespace, cluster: ClusterDefaults | None, *,
     config_path = find_config(sel.config_name, sel.kind, roots)
     overrides = {"benchmark.mode": sel.mode} if sel.mode else None
     config = load_config(config_path, cluster=cluster, overrides=overrides)
+    get_backend(config.metadata.backend).validate(config, str(config_path))  # engine facts, before sbatch
     topology = build_topology(config)
     launch_path = Path(args.launch_sh).resolve()
     job_dir = Path(args.out).resolve() if args.out else launch_path.parent
