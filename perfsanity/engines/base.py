@@ -80,6 +80,20 @@ class ServerSpec:
     port: int = 0  # the port passed on argv; 0 = ephemeral, discovered after start
     health_path: str = "/health"  # GET that answers 200 once the HTTP server is up
     tool: str | None = None  # perfsanity.engines.tooling env the argv's interpreter comes from (None: PATH)
+    #: file the engine writes ``host:port`` to once it has bound (trtllm-serve ``--report_addr``); read
+    #: before the listening-socket scan when ``port`` is 0
+    addr_file: str | None = None
+
+    def published_ports(self) -> list[int]:
+        """The port in :attr:`addr_file` once the engine wrote it (``host:port``, IPv6 in brackets), else []."""
+        if not self.addr_file:
+            return []
+        try:
+            text = Path(self.addr_file).read_text().strip()
+        except OSError:
+            return []
+        port = text.rsplit(":", 1)[-1]
+        return [int(port)] if ":" in text and port.isdigit() and int(port) > 0 else []
 
 
 class Backend(Protocol):

@@ -74,8 +74,10 @@ class ToolSpec:
 
     def fingerprint(self) -> str:
         """Hash of everything that defines the install; a changed spec forces a reinstall."""
-        stub_texts = [(mod, (STUB_DIR / src).read_text()) for mod, src in self.stubs]
-        payload = json.dumps([self.name, self.version, self.pip_steps, self.smoke_code, stub_texts])
+        fields: list[object] = [self.name, self.version, self.pip_steps, self.smoke_code]
+        if self.stubs:  # appended only when present: venvs without stubs keep their fingerprint
+            fields.append([(mod, (STUB_DIR / src).read_text()) for mod, src in self.stubs])
+        payload = json.dumps(fields)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -230,6 +230,7 @@ class TrtllmBackend(BackendBase):
             files={config_rel: render_yaml(llm_api_options(section))},
             port=port,
             health_path="/health",
+            addr_file=str(addr_file) if report else None,
         )
 
     def router(self, ctx: RouterContext) -> ServerSpec:

@@ -15,6 +15,31 @@ __version__ = "0.28.0"
 PERFSANITY_PARSER_STUB = True
 
 
+_CLASSES = {}
+
+
+class _Meta(type):
+    """Class attributes are stubs too (``InterpolationMode.NEAREST_EXACT``)."""
+
+    def __getattr__(cls, item):
+        return _attr(cls.__dict__.get("_stub_name", cls.__name__), item)
+
+
+def _stub_class(name):
+    """A real class for CapWords names (``isinstance(x, triton.runtime.jit.JITFunction)`` must work)."""
+    if name not in _CLASSES:
+        _CLASSES[name] = _Meta(name.rsplit(".", 1)[-1], (), {"__init__": lambda self, *a, **k: None,
+                                                             "_stub_name": name})
+    return _CLASSES[name]
+
+
+def _attr(owner, item):
+    if item.startswith("__") and item.endswith("__"):
+        raise AttributeError(item)
+    name = f"{owner}.{item}"
+    return _stub_class(name) if item[:1].isupper() else _Any(name)
+
+
 class _Any:
     """Any attribute, call, subscript or base class; a decorator that returns its function."""
 
@@ -22,9 +47,7 @@ class _Any:
         self._name = name
 
     def __getattr__(self, item):
-        if item.startswith("__") and item.endswith("__"):
-            raise AttributeError(item)
-        return _Any(f"{self._name}.{item}")
+        return _attr(self._name, item)
 
     def __call__(self, *args, **kwargs):
         if len(args) == 1 and not kwargs and callable(args[0]):
@@ -46,9 +69,7 @@ class _Any:
 
 class _StubModule(types.ModuleType):
     def __getattr__(self, item):
-        if item.startswith("__") and item.endswith("__"):
-            raise AttributeError(item)
-        return _Any(f"{self.__name__}.{item}")
+        return _attr(self.__name__, item)
 
 
 class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -73,6 +94,4 @@ sys.meta_path.insert(0, _Finder(__name__))
 
 
 def __getattr__(item):
-    if item.startswith("__") and item.endswith("__"):
-        raise AttributeError(item)
-    return _Any(f"{__name__}.{item}")
+    return _attr(__name__, item)
