@@ -162,9 +162,10 @@ TOOLS: dict[str, ToolSpec] = {
         pip_steps=((_TORCH_CPU,), (*_SGLANG_IMPORT_DEPS, "pydantic==2.13.5", *_DYNAMO_SGLANG_IMPORT_DEPS,
                                    *_DYNAMO_DEPS),
                    ("--no-deps", "sglang==0.5.21", "ai-dynamo==1.6.1")),
-        smoke_code="import dynamo.sglang.args",
+        smoke_code="import dynamo.sglang.args, sglang.benchmark.datasets",
         expected_minutes="~4 min",
-        stubs=(*_PARSER_STUBS, ("torchvision", "torchvision.py")),
+        # datasets: sglang.bench_serving (the sglang_bench client's parser) imports it at top level
+        stubs=(*_PARSER_STUBS, ("torchvision", "torchvision.py"), ("datasets", "datasets.py")),
     ),
 }
 
