@@ -1,6 +1,6 @@
 """Parse a generated command line with the engine's own argument parser.
 
-Run under an interpreter that has the engine installed (``$PERFSANITY_ENGINE_PYTHON``); it does not
+Run under the engine's tool venv (perfsanity.engines.tooling: sglang, sglang-router, dynamo-sglang, dynamo, aiperf); it does not
 import perfsanity. Reads one JSON request from stdin::
 
     {"check": "sglang.launch_server" | "sglang_router.launch_router" | "dynamo.sglang"
