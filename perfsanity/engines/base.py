@@ -9,7 +9,8 @@ the real port among the process tree's listening sockets (``perfsanity.common.po
 ``health_path``. No port is ever probed-then-released.
 
 Capabilities: everything code outside ``perfsanity.engines`` may ask a backend (ranks per GPU, whether
-it needs GPUs, job services, discovery, the served model name, a default model, the tools to install)
+it needs GPUs, job services, discovery, the served model name, a default model, the tools to install,
+the submit-time validation of engine keys)
 is a declared member of :class:`Backend`, with its default in :class:`BackendBase`; nothing outside
 this package checks a backend's name or probes for optional attributes.
 """
@@ -80,6 +81,20 @@ class ServerSpec:
     port: int = 0  # the port passed on argv; 0 = ephemeral, discovered after start
     health_path: str = "/health"  # GET that answers 200 once the HTTP server is up
     tool: str | None = None  # perfsanity.engines.tooling env the argv's interpreter comes from (None: PATH)
+    #: file the engine writes ``host:port`` to once it has bound (trtllm-serve ``--report_addr``); read
+    #: before the listening-socket scan when ``port`` is 0
+    addr_file: str | None = None
+
+    def published_ports(self) -> list[int]:
+        """The port in :attr:`addr_file` once the engine wrote it (``host:port``, IPv6 in brackets), else []."""
+        if not self.addr_file:
+            return []
+        try:
+            text = Path(self.addr_file).read_text().strip()
+        except OSError:
+            return []
+        port = text.rsplit(":", 1)[-1]
+        return [int(port)] if ":" in text and port.isdigit() and int(port) > 0 else []
 
 
 class Backend(Protocol):
@@ -129,6 +144,12 @@ class Backend(Protocol):
         """The disaggregated router (DISAGG_SERVER) in front of the workers."""
         ...
 
+    def validate(self, config: Config, source: str | None) -> None:
+        """Submit-time check of the engine keys and generated command lines against the engine facts
+        shipped in the repo (:mod:`perfsanity.engines.facts`); raises ConfigError (exit 2) naming key,
+        engine and release. Called once per config by :mod:`perfsanity.plan.prepare`, before sbatch."""
+        ...
+
 
 class BackendBase(ABC):
     """The defaults of every :class:`Backend` capability: a GPU engine, one task per node, no tools,
@@ -150,6 +171,9 @@ class BackendBase(ABC):
         return config.metadata.model_name
 
     def default_model_path(self) -> str | None:
+        return None
+
+    def validate(self, config: Config, source: str | None) -> None:
         return None
 
     @abstractmethod

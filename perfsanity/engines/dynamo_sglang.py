@@ -47,6 +47,8 @@ from perfsanity.spec.config import Config
 CONFIG_FILE = "engine/sglang_config.yaml"
 SECTIONS = {"ctx": "prefill", "gen": "decode"}
 SYSTEM_PORT_BASE = 8081  # Dynamo's documented default DYN_SYSTEM_PORT
+#: the sglang release ai-dynamo 1.6.1 pins (``sglang[diffusion]==0.5.21``): the default for key checks
+PINNED_SGLANG = "0.5.21"
 
 
 def role_options(config: Config, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -95,6 +97,11 @@ class DynamoSglangBackend(BackendBase):
     name = "dynamo-sglang"
     #: the frontend discovers workers through the shared discovery dir: it starts with them
     router_needs_worker_addresses = False
+
+    def validate(self, config: Config, source: str | None) -> None:
+        """The section keys go through SGLang's config merger as ``--<key>`` flags: the same check as sglang,
+        against the sglang release Dynamo pins (``metadata.engine_version`` names an sglang release)."""
+        sglang.check_engine_keys(config, source, default_release=PINNED_SGLANG, engine="dynamo-sglang")
 
     def worker(self, ctx: WorkerContext) -> ServerSpec:
         config, placement = ctx.config, ctx.placement

@@ -41,6 +41,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from perfsanity.common.errors import ConfigError
+from perfsanity.engines import facts
 from perfsanity.engines.base import (
     PROFILES_DIR,
     BackendBase,
@@ -156,8 +158,71 @@ def prefill_bootstrap_ports(config: Config, roles: list[str]) -> list[int]:
     return [bootstrap_port(options, topology.role(role)) for role in roles]
 
 
+def match_option(flag: str, options: frozenset[str]) -> tuple[str, list[str]]:
+    """How SGLang's argparse (``allow_abbrev`` on) takes ``flag``: ("exact" | "prefix" | "ambiguous" |
+    "unknown", the options it matches)."""
+    if flag in options:
+        return "exact", [flag]
+    matches = sorted(o for o in options if o.startswith(flag))
+    if len(matches) == 1:
+        return "prefix", matches
+    return ("ambiguous", matches) if matches else ("unknown", [])
+
+
+def _accepted_by(flag: str, data: dict[str, Any], releases: dict[str, Any], current: str) -> str:
+    """Which releases accept ``flag``: the shipped fact sets where it parses, plus the recorded history."""
+    ok = [name for name, rel in releases.items()
+          if name != current and match_option(flag, frozenset(rel["options"]))[0] in ("exact", "prefix")]
+    notes = []
+    if ok:
+        notes.append(f"accepted by sglang {', '.join(ok)}")
+    if flag in data.get("history", {}):
+        notes.append(data["history"][flag])
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+def check_engine_keys(config: Config, source: str | None, *, default_release: str | None = None,
+                      engine: str = "SGLang") -> None:
+    """Every engine key of every worker section, as the flag SGLang's parser gets, against the release's
+    option strings (``perfsanity/engines/facts/sglang.json``); ConfigError naming key, engine, release."""
+    data = facts.load("sglang")
+    releases = data["releases"]
+    name = facts.select_release(config, releases, default_release or data["default_release"],
+                                engine=engine, source=source)
+    options = frozenset(releases[name]["options"])
+    skip = facts.unchecked(config)
+    inverse = {v: k for k, v in RENAMES.items()}
+    problems: list[facts.Problem] = []
+    for kind in ("ctx", "gen", "server"):
+        section = getattr(config.worker_config, kind, None)
+        if section is None:
+            continue
+        try:
+            keys = sglang_options(section, f"worker_config.{kind}")
+        except ValueError as exc:
+            raise ConfigError(source, f"worker_config.{kind}", str(exc)) from None
+        for key in keys:
+            written = inverse.get(key, key) if key != "tp_size" else "tensor_parallel_size"
+            if written in skip or key in skip:
+                continue
+            flag = "--" + key.replace("_", "-")
+            how, matches = match_option(flag, options)
+            where = f"worker_config.{kind}.{written}"
+            if how == "ambiguous":
+                problems.append(facts.Problem(where, f"{flag} is ambiguous in sglang {name} (could match "
+                                              f"{', '.join(matches)})" + _accepted_by(flag, data, releases, name)))
+            elif how == "unknown":
+                problems.append(facts.Problem(where, f"{flag} is not an option of sglang {name}"
+                                              + facts.suggestion(key, [o[2:].replace("-", "_") for o in options])
+                                              + _accepted_by(flag, data, releases, name)))
+    facts.raise_problems(problems, source, engine=engine, release=name, facts="sglang.json")
+
+
 class SglangBackend(BackendBase):
     name = "sglang"
+
+    def validate(self, config: Config, source: str | None) -> None:
+        check_engine_keys(config, source)
 
     def worker(self, ctx: WorkerContext) -> ServerSpec:
         config, placement = ctx.config, ctx.placement

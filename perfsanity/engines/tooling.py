@@ -13,6 +13,10 @@ share dependencies with each other or with the harness, and fresh clones of the 
 * ``PERFSANITY_DYNAMO_PYTHON`` / ``PERFSANITY_AIPERF_PYTHON`` name an existing interpreter to use
   instead; nothing is installed then.
 
+Engine-parser venvs (``sglang``, ``sglang-router``, ``dynamo-sglang``) hold only what importing the
+engines' argument parsers needs; they are for tests/backends/test_engine_parsers.py and
+perfsanity/engines/facts, never for serving (triton/torchvision there are parser-only stubs).
+
 CLI: ``python -m perfsanity.engines.tooling install dynamo aiperf`` and ``python -m perfsanity.engines.tooling
 python dynamo`` (prints the interpreter path).
 """
@@ -42,6 +46,7 @@ from perfsanity.common.ports import listening_sockets, pid_exists
 from perfsanity.common.processes import tail
 
 MARKER_NAME = ".perfsanity-complete"
+STUB_DIR = Path(__file__).resolve().parent / "parser_stubs"
 LOG_NAME = "perfsanity-install.log"
 DEFAULT_INSTALL_TIMEOUT_S = 1200.0
 PROGRESS_EVERY_S = 30.0
@@ -63,10 +68,16 @@ class ToolSpec:
     pip_steps: tuple[tuple[str, ...], ...]
     smoke_code: str
     expected_minutes: str
+    #: parser-only stand-ins written into site-packages after pip: (top-level module, file in
+    #: perfsanity/engines/parser_stubs/); for packages an import needs but argument parsing never runs
+    stubs: tuple[tuple[str, str], ...] = ()
 
     def fingerprint(self) -> str:
         """Hash of everything that defines the install; a changed spec forces a reinstall."""
-        payload = json.dumps([self.name, self.version, self.pip_steps, self.smoke_code])
+        fields: list[object] = [self.name, self.version, self.pip_steps, self.smoke_code]
+        if self.stubs:  # appended only when present: venvs without stubs keep their fingerprint
+            fields.append([(mod, (STUB_DIR / src).read_text()) for mod, src in self.stubs])
+        payload = json.dumps(fields)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -89,6 +100,25 @@ _DYNAMO_DEPS = (
     "zstandard<1,>=0.23",
 )
 
+# Engine argument parsers (tests/backends/test_engine_parsers.py). Only what ``import`` of the parser
+# module needs, measured by blocking one module at a time (docs/upstream/engine-args-facts.md §2.6,
+# §4.1): sglang without its dependencies, a CPU torch wheel, and stubs for triton (~1 GB, imported at
+# top level by sglang.srt.utils.common, never run by argparse) and torchvision (dynamo.sglang's
+# import of sglang.Engine reaches it). Costs are in docs/upstream/engine-args-facts.md §6.
+_TORCH_CPU = "torch==2.13.0+cpu"  # the CPU wheel; pip finds it via find-links / the PyTorch CPU index
+_SGLANG_IMPORT_DEPS = (
+    _TORCH_CPU, "numpy==2.4.6", "orjson==3.13.0", "psutil==7.2.2", "pybase64==1.5.1", "requests==2.34.2",
+    "packaging==26.4", "pillow==13.0.0", "starlette==1.10.0", "msgspec==0.23.0",
+    "pyzmq==27.3.0", "tqdm==4.70.1", "ipython==9.18.1", "aiohttp==3.14.5",
+)
+_DYNAMO_SGLANG_IMPORT_DEPS = (
+    "PyYAML==6.0.4", "fastapi==0.165.0", "uvicorn==0.54.0", "openai==3.57.0", "uvloop==0.23.0",
+    "sentencepiece==0.2.3", "gguf==0.19.0", "compressed-tensors==0.20.1", "einops==0.8.2",
+    "setproctitle==1.3.8", "partial-json-parser==0.2.1.1.post7", "loguru==0.7.3", "networkx==3.6.1",
+    "opentelemetry-api==1.45.2", "dill==0.4.1", "regex==2026.11.19", "safetensors==0.8.0",
+)
+_PARSER_STUBS = (("triton", "triton.py"),)
+
 TOOLS: dict[str, ToolSpec] = {
     "dynamo": ToolSpec(
         name="dynamo",
@@ -105,6 +135,37 @@ TOOLS: dict[str, ToolSpec] = {
         pip_steps=(("aiperf==0.13.0",),),
         smoke_code="import aiperf.cli",
         expected_minutes="~1.5 min",
+    ),
+    "sglang": ToolSpec(
+        name="sglang",
+        version="0.5.23",
+        dist="sglang",
+        pip_steps=((_TORCH_CPU,), (*_SGLANG_IMPORT_DEPS, "pydantic==2.14.4"), ("--no-deps", "sglang==0.5.23")),
+        smoke_code="import sglang.srt.server_args",
+        expected_minutes="~3 min",
+        stubs=_PARSER_STUBS,
+    ),
+    "sglang-router": ToolSpec(
+        name="sglang-router",
+        version="0.3.2",
+        dist="sglang-router",
+        pip_steps=(("sglang-router==0.3.2",),),
+        smoke_code="import sglang_router.launch_router",
+        expected_minutes="~0.5 min",
+    ),
+    # dynamo.sglang with the sglang release ai-dynamo 1.6.1 pins (sglang[diffusion]==0.5.21)
+    "dynamo-sglang": ToolSpec(
+        name="dynamo-sglang",
+        version="1.6.1",
+        dist="ai-dynamo",
+        # pydantic: ai-dynamo-runtime 1.6.1 requires <=2.13.5
+        pip_steps=((_TORCH_CPU,), (*_SGLANG_IMPORT_DEPS, "pydantic==2.13.5", *_DYNAMO_SGLANG_IMPORT_DEPS,
+                                   *_DYNAMO_DEPS),
+                   ("--no-deps", "sglang==0.5.21", "ai-dynamo==1.6.1")),
+        smoke_code="import dynamo.sglang.args, sglang.benchmark.datasets",
+        expected_minutes="~4 min",
+        # datasets: sglang.bench_serving (the sglang_bench client's parser) imports it at top level
+        stubs=(*_PARSER_STUBS, ("torchvision", "torchvision.py"), ("datasets", "datasets.py")),
     ),
 }
 
@@ -286,9 +347,22 @@ def _install(spec: ToolSpec, venv: Path, timeout_s: float) -> None:
         label = f"pip install {spec.name} (step {number}/{len(spec.pip_steps)})"
         _log(f"  {label}; log {log}")
         _run_logged([python, "-m", "pip", "install", "--no-input", *step], log, deadline, label)
+    _write_stubs(spec, python)
     _run_logged([python, "-c", spec.smoke_code], log, deadline, f"smoke import of {spec.name}")
     _write_marker(venv, spec)
     _log(f"installed {spec.name} {spec.version} in {time.monotonic() - started:.0f}s")
+
+
+def _write_stubs(spec: ToolSpec, python: str) -> None:
+    """Copy ``spec.stubs`` into the venv's site-packages as ``<module>/__init__.py``."""
+    if not spec.stubs:
+        return
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True, timeout=60,
+                             stdin=subprocess.DEVNULL).stdout.strip()
+    for module, source in spec.stubs:
+        _log(f"  stub {module} (parser-only) from {STUB_DIR / source}")
+        write_atomic(Path(purelib) / module / "__init__.py", (STUB_DIR / source).read_text())
 
 
 def _external_env(spec: ToolSpec, python: Path) -> ToolEnv:
@@ -301,6 +375,16 @@ def _external_env(spec: ToolSpec, python: Path) -> ToolEnv:
         raise ToolInstallError(
             f"{override_var(spec.name)}={python}: cannot find {spec.dist} there ({exc})") from exc
     return ToolEnv(spec.name, python, python.parent, out.stdout.strip())
+
+
+def installed_tool(name: str) -> ToolEnv | None:
+    """The ready interpreter of tool ``name`` if it is installed (or overridden), else None; never installs."""
+    spec = _spec(name)
+    override = os.environ.get(override_var(name))
+    if override:
+        return _external_env(spec, Path(override).expanduser())
+    venv = venv_dir(spec)
+    return _env_for(venv, spec) if _is_complete(venv, spec) else None
 
 
 def ensure_tool(name: str) -> ToolEnv:

@@ -6,6 +6,14 @@ Worker: the role's ``worker_config`` section becomes TensorRT-LLM's LLM-API YAML
     [nsys profile ...] trtllm-llmapi-launch [numactl -m 0,1] \\
         trtllm-serve <model> --host <host> --port 0 --report_addr <file> --backend pytorch --config <yaml>
 
+What a release accepts comes from ``perfsanity/engines/facts/trtllm.yaml`` (upstream commits named
+there). The release is picked per config (``metadata.engine_version``, else the container tag, else the
+file's default) and its capabilities shape the argv: without ``report_addr`` no ``--report_addr``;
+without ``port_zero`` a fixed ``--port`` (8000 + the server's first GPU on the node); without
+``config_alias`` ``--extra_llm_api_options`` instead of ``--config``. :meth:`TrtllmBackend.validate`
+checks every LLM-API key, every generated argv word and the disaggregated server YAML against the
+release's facts at submit time.
+
 Router: ``engine/server_config.yaml`` in TensorRT-LLM's disaggregated format, started with
 ``trtllm-serve disaggregated -c <file> -t <start timeout> -r <request timeout>``.
 
@@ -40,8 +48,18 @@ from typing import Any
 
 import yaml
 
-from perfsanity.engines.base import PROFILES_DIR, BackendBase, RouterContext, ServerSpec, WorkerContext, nsys_prefix
+from perfsanity.engines import facts
+from perfsanity.engines.base import (
+    PROFILES_DIR,
+    Address,
+    BackendBase,
+    RouterContext,
+    ServerSpec,
+    WorkerContext,
+    nsys_prefix,
+)
 from perfsanity.spec.config import Config, WorkerConfig
+from perfsanity.spec.topology import build_topology
 
 #: keys of a worker section that describe the test, not the engine (TensorRT-LLM's
 #: test_perf_sanity.py drops the same keys before writing the LLM-API YAML)
@@ -68,6 +86,10 @@ NUMA_BIND_ARGV = ("numactl", "-m", "0,1")
 NUMA_BIND_GPU_PREFIXES = ("GB",)
 
 ENGINE_DIR = "engine"
+ENGINE_LABEL = "TensorRT-LLM"
+#: first worker port for releases that refuse --port 0 (trtllm-serve's default port); servers sharing
+#: a node add their first GPU index
+FIXED_PORT_BASE = 8000
 
 
 def worker_section(config: Config, kind: str) -> WorkerConfig:
@@ -144,6 +166,30 @@ def numa_bind(config: Config) -> list[str]:
     return list(NUMA_BIND_ARGV)
 
 
+def release(config: Config, source: str | None = None) -> tuple[str, dict[str, Any]]:
+    """(fact-set name, its facts) of the TensorRT-LLM release ``config`` targets."""
+    data = facts.load("trtllm")
+    name = facts.select_release(config, data["releases"], data["default_release"], data.get("aliases"),
+                                engine=ENGINE_LABEL, source=source)
+    return name, data["releases"][name]
+
+
+def _option_words(argv: tuple[str, ...], after: str) -> list[str]:
+    words = list(argv[argv.index(after) + 1:])
+    return [w for w in words if w.startswith("-") and not w.lstrip("-").isdigit()]
+
+
+def _placeholder_contexts(config: Config) -> tuple[list[WorkerContext], RouterContext]:
+    """Contexts with placeholder hosts and paths: enough to render every argv and file for checking."""
+    job_dir = Path("/perfsanity-validate")
+    model = config.environment.model_path or "model"
+    workers = build_topology(config).workers
+    contexts = [WorkerContext(config, p, "127.0.0.1", job_dir, model) for p in workers]
+    addresses = {kind: tuple(Address(p.role, "127.0.0.1", FIXED_PORT_BASE) for p in workers if p.kind == kind)
+                 for kind in ("ctx", "gen")}
+    return contexts, RouterContext(config, "127.0.0.1", job_dir, model, addresses["ctx"], addresses["gen"])
+
+
 class TrtllmBackend(BackendBase):
     name = "trtllm"
     #: trtllm-serve runs one MPI rank per GPU (srun starts one task per GPU)
@@ -160,6 +206,9 @@ class TrtllmBackend(BackendBase):
         config_rel = f"{ENGINE_DIR}/extra-llm-api-config.{role}.yml"
         addr_file = ctx.job_dir / ENGINE_DIR / f"{role}.addr"
         serve_backend = str(section.engine_options().get("backend", DEFAULT_SERVE_BACKEND))
+        caps = release(config)[1]["capabilities"]
+        port = 0 if caps["port_zero"] else FIXED_PORT_BASE + placement.gpu_offset
+        report = ["--report_addr", str(addr_file)] if caps["report_addr"] and port == 0 else []
 
         prefix, env = profiling(config, role, ctx.job_dir)
         env = {**mode_env(config, kind), **env}
@@ -172,20 +221,20 @@ class TrtllmBackend(BackendBase):
             "--host",
             ctx.host,
             "--port",
-            "0",
-            "--report_addr",
-            str(addr_file),
+            str(port),
+            *report,
             "--backend",
             serve_backend,
-            "--config",
+            "--config" if caps["config_alias"] else "--extra_llm_api_options",
             str(ctx.job_dir / config_rel),
         ]
         return ServerSpec(
             argv=tuple(argv),
             env=env,
             files={config_rel: render_yaml(llm_api_options(section))},
-            port=0,
+            port=port,
             health_path="/health",
+            addr_file=str(addr_file) if report else None,
         )
 
     def router(self, ctx: RouterContext) -> ServerSpec:
@@ -222,6 +271,46 @@ class TrtllmBackend(BackendBase):
             port=0,
             health_path="/health",
         )
+
+    def validate(self, config: Config, source: str | None) -> None:
+        """Every LLM-API key, generated argv word and disaggregated server key against the release's facts."""
+        data = facts.load("trtllm")
+        name, rel = release(config, source)
+        skip = facts.unchecked(config)
+        fields = set(data["llm_api_fields"])
+        problems: list[facts.Problem] = []
+        for kind in ("ctx", "gen", "server"):
+            section = getattr(config.worker_config, kind, None)
+            if section is None:
+                continue
+            for key in llm_api_options(section):
+                if key not in fields and key not in skip:
+                    problems.append(facts.Problem(f"worker_config.{kind}.{key}",
+                                                  "not a TensorRT-LLM LLM-API key" + facts.suggestion(key, fields)))
+            backend = section.engine_options().get("backend", DEFAULT_SERVE_BACKEND)
+            if str(backend) not in rel["backend_choices"]:
+                problems.append(facts.Problem(f"worker_config.{kind}.backend",
+                                              f"trtllm-serve --backend {backend!r} is not one of "
+                                              f"{', '.join(rel['backend_choices'])}"))
+        contexts, router_ctx = _placeholder_contexts(config)
+        serve_options = set(rel["serve_options"])
+        for ctx in contexts:
+            spec = self.worker(ctx)
+            problems += [facts.Problem(f"{ctx.placement.role} argv", f"trtllm-serve has no option {w}")
+                         for w in _option_words(spec.argv, "trtllm-serve") if w not in serve_options]
+        if config.kind == "disagg":
+            spec = self.router(router_ctx)
+            problems += [facts.Problem("DISAGG_SERVER argv", f"trtllm-serve disaggregated has no option {w}")
+                         for w in _option_words(spec.argv, "disaggregated") if w not in rel["disaggregated_options"]]
+            schema = data["disagg_server_config"]
+            for text in spec.files.values():
+                server_config = yaml.safe_load(text)
+                for section_name in ("context_servers", "generation_servers"):
+                    problems += [facts.Problem(f"DISAGG_SERVER config {section_name}.{k}",
+                                               "not a key of a disaggregated server section")
+                                 for k in server_config.get(section_name) or {} if k not in schema["section"]]
+        facts.raise_problems(problems, source, engine=ENGINE_LABEL, release=f"{name} ({rel['commit'][:12]})",
+                             facts="trtllm.yaml")
 
 
 BACKEND = TrtllmBackend()

@@ -176,6 +176,7 @@ def prepare_direct(
         overrides = {**(overrides or {}), "benchmark.mode": mode}
     config = load_config(config_path, cluster=cluster, overrides=overrides, server=server)
     check_needed(config, direct=True)
+    get_backend(config.metadata.backend).validate(config, str(config_path))  # engine facts, before sbatch
     topology = build_topology(config)
     job_dir = job_dir.resolve()
     config_text = None
@@ -384,6 +385,7 @@ def prepare_l0(args: argparse.Namespace, cluster: ClusterDefaults | None, *,
     overrides = parse_set(getattr(args, "set", None) or [])  # --set works in L0 mode too
     config, raw, roles_view = _l0_effective(case, sel, entry, cluster, prefix, environ, overrides)
     check_needed(config, direct=False)
+    get_backend(config.metadata.backend).validate(config, str(case.path))  # engine facts, before sbatch
     topology = build_topology(config)
     launch_path = Path(args.launch_sh).resolve()
     job_dir = Path(args.out).resolve() if args.out else launch_path.parent

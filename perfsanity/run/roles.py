@@ -125,7 +125,7 @@ def discover_address(job: Job, proc: ManagedProcess, spec: ServerSpec, *, timeou
         if proc.poll() is not None:
             raise RoleFailed(job.role, f"{proc.name} exited with code {proc.poll()} while starting", proc.tail())
         job.rendezvous.raise_if_failed()
-        ports = [spec.port] if spec.port else listening_ports(proc.pid)
+        ports = [spec.port] if spec.port else (spec.published_ports() or listening_ports(proc.pid))
         port = first_healthy_port(job.host, ports, spec.health_path)
         return Address(job.role, job.host, port) if port is not None else None
 

@@ -75,6 +75,10 @@ class Metadata(_Strict):
     benchmark_type: str | None = None
     backend: Backend = "trtllm"
     script_file: str | None = None  # accepted for compatibility with public configs; unused
+    # engine release the config targets (perfsanity/engines/facts picks what it accepts), and engine
+    # keys newer than those facts, passed through unchecked
+    engine_version: str | None = None
+    engine_keys_unchecked: tuple[str, ...] = ()
 
 
 def job_time_seconds(text: str) -> int:

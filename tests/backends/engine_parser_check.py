@@ -1,10 +1,10 @@
 """Parse a generated command line with the engine's own argument parser.
 
-Run under an interpreter that has the engine installed (``$PERFSANITY_ENGINE_PYTHON``); it does not
+Run under the engine's tool venv (perfsanity.engines.tooling: sglang, sglang-router, dynamo-sglang, dynamo, aiperf); it does not
 import perfsanity. Reads one JSON request from stdin::
 
     {"check": "sglang.launch_server" | "sglang_router.launch_router" | "dynamo.sglang"
-              | "dynamo.frontend" | "dynamo.mocker" | "trtllm-serve",
+              | "dynamo.frontend" | "dynamo.mocker" | "trtllm-serve" | "aiperf" | "sglang.bench_serving",
      "args": [...],            # the words after the module / executable name
      "env": {...}}             # set before parsing (engines read defaults from env)
 
@@ -136,6 +136,7 @@ def check_dynamo_sglang(args: list[str]) -> dict:
 def check_dynamo_frontend(args: list[str]) -> dict:
     import dynamo.frontend.main as fmain
 
+    saved_argv = sys.argv
     sys.argv = ["dynamo.frontend", *args]
     err = io.StringIO()
     try:
@@ -143,6 +144,8 @@ def check_dynamo_frontend(args: list[str]) -> dict:
             config, _, _ = fmain.parse_args()
     except SystemExit:
         return {"error": err.getvalue().strip(), "parsed": {}, "version": _version("ai-dynamo")}
+    finally:
+        sys.argv = saved_argv  # later errors must not carry the frontend's program name
     keys = ("http_host", "http_port", "discovery_backend", "request_plane", "event_plane")
     return {"error": None, "parsed": {k: getattr(config, k, None) for k in keys}, "version": _version("ai-dynamo")}
 
@@ -174,6 +177,51 @@ def check_trtllm_serve(args: list[str]) -> dict:
             "version": _version("tensorrt_llm")}
 
 
+def check_aiperf(args: list[str]) -> dict:
+    """aiperf's cyclopts app: ``parse_args`` binds and converts the options without running the command."""
+    from aiperf.cli import app
+
+    try:
+        command, bound, _ = app.parse_args(list(args), exit_on_error=False, print_error=False)
+    except Exception as exc:  # noqa: BLE001 - cyclopts raises UnknownOptionError, ValidationError, ...
+        return {"error": f"{type(exc).__name__}: {exc}", "parsed": {}, "version": _version("aiperf")}
+    return {"error": None, "parsed": {"command": getattr(command, "__name__", str(command))},
+            "version": _version("aiperf")}
+
+
+def check_module_main(module: str, dist: str, args: list[str]) -> dict:
+    """Run ``python -m <module> <args>`` up to its first ``ArgumentParser.parse_args`` and stop there:
+    for tools whose parser is built inline under ``if __name__ == "__main__"`` (sglang.bench_serving)."""
+    import runpy
+
+    real = argparse.ArgumentParser.parse_args
+
+    def capture(self, args_=None, namespace=None):
+        raise _Parsed(real(self, args_, namespace))
+
+    argparse.ArgumentParser.parse_args = capture
+    saved_argv = sys.argv
+    sys.argv = [module, *args]
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except _Parsed as done:
+        return {"error": None, "parsed": {k: v for k, v in vars(done.namespace).items()
+                                          if isinstance(v, (str, int, float, bool))}, "version": _version(dist)}
+    except SystemExit:
+        lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
+        return {"error": lines[-1] if lines else "exit", "parsed": {}, "version": _version(dist)}
+    finally:
+        argparse.ArgumentParser.parse_args = real
+        sys.argv = saved_argv
+    return {"error": f"{module} never called parse_args", "parsed": {}, "version": _version(dist)}
+
+
+def check_sglang_bench_serving(args: list[str]) -> dict:
+    return check_module_main("sglang.bench_serving", "sglang", args)
+
+
 CHECKS = {
     "sglang.launch_server": check_sglang_server,
     "sglang_router.launch_router": check_sglang_router,
@@ -181,6 +229,8 @@ CHECKS = {
     "dynamo.frontend": check_dynamo_frontend,
     "dynamo.mocker": check_dynamo_mocker,
     "trtllm-serve": check_trtllm_serve,
+    "aiperf": check_aiperf,
+    "sglang.bench_serving": check_sglang_bench_serving,
 }
 
 

@@ -1,36 +1,32 @@
-"""Generated command lines parsed by the engines' own argument parsers.
+"""Generated command lines parsed by the engines' own argument parsers, in the project's tool venvs.
 
-The engines are not project dependencies. Point ``PERFSANITY_ENGINE_PYTHON`` at an interpreter that has
-them (sglang, sglang-router, ai-dynamo + ai-dynamo-runtime, tensorrt_llm); without it the current
-interpreter is tried. A check whose engine cannot be imported is skipped with the import error.
+Each engine parser runs in the pinned venv perfsanity.engines.tooling builds for it (``sglang``,
+``sglang-router``, ``dynamo-sglang``, ``dynamo``); ``python3 -m perfsanity.engines.tooling install sglang
+sglang-router dynamo-sglang`` installs them (.ci/run does). A venv that is not installed skips the test
+locally and **fails** it under ``CI=true``, naming the install command. TensorRT-LLM cannot be installed
+here: its argv and files are checked against the shipped facts (perfsanity/engines/facts/trtllm.yaml).
 
-Two kinds of failure are told apart:
-
-* a flag the backend itself generates is unknown or rejected: a backend bug, the test fails;
-* a flag that comes from an engine key in the test config is unknown to the installed engine version:
-  the config and the engine disagree, the test xfails naming the keys (the config is not ours to fix).
+Every flag must parse: a rejected flag fails the test, whether the backend generated it or a config
+key produced it (the shipped configs are ours to fix, and submit refuses such keys too).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from backendtest_support import REPO, router_context, worker_context
+import yaml
+from backendtest_support import GOLDEN_DIR, REPO, router_context, worker_context
 
-from perfsanity.engines import get_backend
-from perfsanity.engines.base import cli_flags
-from perfsanity.engines.sglang import DISAGG_MODE, NODE_RANK, sglang_options
+from perfsanity.common.errors import ConfigError
+from perfsanity.engines import facts, get_backend, tooling
+from perfsanity.engines.sglang import DISAGG_MODE, NODE_RANK
 from perfsanity.spec.config import Config, load_config
 from perfsanity.spec.topology import build_topology
 
-ENGINE_PYTHON = os.environ.get("PERFSANITY_ENGINE_PYTHON") or sys.executable
 CHECK_SCRIPT = Path(__file__).resolve().parent / "engine_parser_check.py"
 GLM_SGLANG = REPO / "test_configs/disagg/perf/gb200-glm-4.7-nvfp4_1k1k_sglang_4p2d.yaml"
 QWEN_DYNAMO = REPO / "test_configs/disagg/perf/gb200-qwen3-235b-fp8_1k1k_dynamo-sglang_1p1d.yaml"
@@ -38,6 +34,9 @@ TRTLLM_CONFIGS = sorted(
     p for p in [*REPO.glob("test_configs/disagg/perf/gb200-*.yaml"), *REPO.glob("test_configs/aggr/perf/*.yaml")]
     if load_config(p).metadata.backend == "trtllm"
 )
+#: which tool venv parses which check
+CHECK_TOOL = {"sglang.launch_server": "sglang", "sglang_router.launch_router": "sglang-router",
+              "dynamo.sglang": "dynamo-sglang", "dynamo.frontend": "dynamo"}
 #: a config whose engine keys every SGLang release of the last year accepts: must always parse
 PLAIN_SGLANG = {
     "hardware": {"num_ctx_servers": 2, "num_gen_servers": 1},
@@ -51,32 +50,29 @@ PLAIN_SGLANG = {
 ROLE_RANK = "1"  # what the role substitutes for ${SLURM_PROCID} on the second node
 
 
-@functools.cache
-def import_error(*modules: str) -> str | None:
-    """None if ENGINE_PYTHON imports all ``modules``, else the last line of the error."""
-    code = "; ".join(f"import {m}" for m in modules)
-    try:
-        proc = subprocess.run([ENGINE_PYTHON, "-c", code], capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{ENGINE_PYTHON}: {exc}"
-    if proc.returncode == 0:
-        return None
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    return lines[-1] if lines else f"exit {proc.returncode}"
-
-
-def require(*modules: str, hint: str = "") -> None:
-    error = import_error(*modules)
-    if error:
-        pytest.skip(f"{', '.join(modules)} not importable by {ENGINE_PYTHON} ({error}){hint}; "
-                    "set PERFSANITY_ENGINE_PYTHON to an interpreter with the engine installed")
+def engine_python(tool: str) -> str:
+    """The interpreter of tool venv ``tool``; skip (fail under CI=true) when it is not installed."""
+    env = tooling.installed_tool(tool)
+    if env is None:
+        message = (f"tool venv {tool!r} is not installed ({tooling.venv_dir(tooling.TOOLS[tool])}); "
+                   f"run: python3 -m perfsanity.engines.tooling install {tool}")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(env.python)
 
 
 def run_checks(requests: list[dict]) -> list[dict]:
-    proc = subprocess.run([ENGINE_PYTHON, str(CHECK_SCRIPT)], input=json.dumps(requests), capture_output=True,
-                          text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """Run each request in its engine's venv (one process per venv); results in request order."""
+    results: dict[int, dict] = {}
+    for tool in dict.fromkeys(CHECK_TOOL[r["check"]] for r in requests):
+        batch = [(i, r) for i, r in enumerate(requests) if CHECK_TOOL[r["check"]] == tool]
+        proc = subprocess.run([engine_python(tool), str(CHECK_SCRIPT)], input=json.dumps([r for _, r in batch]),
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{tool}: {proc.stderr[-3000:]}"
+        for (i, _), result in zip(batch, json.loads(proc.stdout.strip().splitlines()[-1]), strict=True):
+            results[i] = result
+    return [results[i] for i in range(len(requests))]
 
 
 def write_files(job_dir: Path, files: dict[str, str]) -> None:
@@ -90,32 +86,9 @@ def args_after(argv: tuple[str, ...], word: str) -> list[str]:
     return [ROLE_RANK if a == NODE_RANK else a for a in argv[argv.index(word) + 1:]]
 
 
-def config_flags(config: Config, kind: str) -> set[str]:
-    """Flags that come from the config's engine keys (not generated by the backend)."""
-    options = sglang_options(getattr(config.worker_config, kind), kind)
-    generated = {"tp_size", "pp_size", "ep_size", "enable_dp_attention"}
-    return {f for f in cli_flags({k: v for k, v in options.items() if k not in generated}) if f.startswith("--")}
-
-
-def split_failures(result: dict, from_config: set[str]) -> tuple[list[str], list[str]]:
-    """(backend-generated flags the engine rejects, config-derived ones)."""
-    suspects = set(result.get("unknown") or [])
-    error = result.get("error") or ""
-    suspects |= {w.strip(",'\"") for w in error.split() if w.startswith("--")}
-    # SGLang's YAML merger names the key, not the flag: "Unsupported config option 'enable_dp_attention'"
-    suspects |= {"--" + k.replace("_", "-") for k in re.findall(r"Unsupported config option '([^']+)'", error)}
-    ours = sorted(f for f in suspects if f not in from_config and not any(f.startswith(c) for c in from_config))
-    theirs = sorted(suspects - set(ours))
-    if result.get("error") and not suspects:
-        ours = [error]  # rejected for a reason that names no flag: treat as ours
-    return ours, theirs
-
-
-def assert_parsed(result: dict, from_config: set[str], what: str) -> bool:
-    """Fail on backend errors; return False (caller xfails) when only config keys are at fault."""
-    ours, theirs = split_failures(result, from_config)
-    assert not ours, f"{what}: the engine ({result.get('version')}) rejects generated flags {ours}: {result}"
-    return not theirs and result["ok"]
+def assert_parsed(result: dict, what: str) -> None:
+    assert result["ok"] and not result["unknown"], (
+        f"{what}: the engine ({result.get('version')}) rejects {result['unknown'] or result['error']}: {result}")
 
 
 # ---- SGLang ------------------------------------------------------------------------------
@@ -128,16 +101,11 @@ def sglang_requests(config: Config, job_dir: Path):
         yield placement, {"check": "sglang.launch_server", "args": args_after(spec.argv, "sglang.launch_server")}
 
 
-def check_sglang_config(config: Config, tmp_path: Path) -> list[str]:
-    require("sglang.srt.server_args")
+def check_sglang_config(config: Config, tmp_path: Path) -> None:
     cases = list(sglang_requests(config, tmp_path))
     results = run_checks([req for _, req in cases])
-    config_problems: list[str] = []
     for (placement, _), result in zip(cases, results, strict=True):
-        flags = config_flags(config, placement.kind)
-        if not assert_parsed(result, flags, placement.role):
-            config_problems.append(f"{placement.role}: {split_failures(result, flags)[1]} ({result['error']})")
-            continue
+        assert_parsed(result, placement.role)
         parsed = result["parsed"]
         assert parsed["port"] == 0 and parsed["skip_server_warmup"] is True
         assert parsed["disaggregation_mode"] == DISAGG_MODE[placement.kind]
@@ -147,11 +115,28 @@ def check_sglang_config(config: Config, tmp_path: Path) -> list[str]:
             assert (parsed["nnodes"], parsed["node_rank"]) == (placement.num_nodes, int(ROLE_RANK))
         if placement.kind == "ctx":
             assert parsed["disaggregation_bootstrap_port"] >= 8998
-    return config_problems
+
+
+def test_sglang_worker_plain_config_parses(make_config, tmp_path):
+    check_sglang_config(make_config("sglang", **PLAIN_SGLANG), tmp_path)
+
+
+def test_sglang_worker_test_config_parses(tmp_path):
+    check_sglang_config(load_config(GLM_SGLANG), tmp_path)
+
+
+def test_sglang_rejects_what_submit_rejects(make_config, tmp_path):
+    """The shipped facts and the real parser agree on a misspelled and on an ambiguous key."""
+    for key in ("mem_fraction_statc", "cuda_graph_max_bs"):
+        config = make_config("sglang", **{**PLAIN_SGLANG, "worker_config": {
+            **PLAIN_SGLANG["worker_config"], "gen": {**PLAIN_SGLANG["worker_config"]["gen"], key: 1}}})
+        with pytest.raises(ConfigError, match=key):
+            get_backend("sglang").validate(config, "x.yaml")
+        (result,) = run_checks([req for p, req in sglang_requests(config, tmp_path) if p.kind == "gen"][:1])
+        assert not result["ok"], result
 
 
 def test_sglang_router_parses(tmp_path):
-    require("sglang_router.launch_router")
     config = load_config(GLM_SGLANG)
     rctx = router_context(config, tmp_path)
     spec = get_backend("sglang").router(rctx)
@@ -171,8 +156,7 @@ def test_sglang_router_parses(tmp_path):
 # ---- Dynamo + SGLang ---------------------------------------------------------------------
 
 
-def check_dynamo_config(config: Config, tmp_path: Path) -> list[str]:
-    require("dynamo.sglang.args")
+def check_dynamo_config(config: Config, tmp_path: Path) -> None:
     backend = get_backend("dynamo-sglang")
     cases = []
     for placement in build_topology(config).workers:
@@ -180,12 +164,8 @@ def check_dynamo_config(config: Config, tmp_path: Path) -> list[str]:
         write_files(tmp_path, dict(spec.files))
         cases.append((placement, {"check": "dynamo.sglang", "args": args_after(spec.argv, "dynamo.sglang"),
                                   "env": dict(spec.env)}))
-    problems: list[str] = []
     for (placement, _), result in zip(cases, run_checks([r for _, r in cases]), strict=True):
-        flags = config_flags(config, placement.kind)
-        if not assert_parsed(result, flags, placement.role):
-            problems.append(f"{placement.role}: {split_failures(result, flags)[1]} ({result['error']})")
-            continue
+        assert_parsed(result, placement.role)
         parsed = result["parsed"]
         section = getattr(config.worker_config, placement.kind)
         assert parsed["disaggregation_mode"] == DISAGG_MODE[placement.kind]
@@ -193,11 +173,17 @@ def check_dynamo_config(config: Config, tmp_path: Path) -> list[str]:
         assert parsed["model_path"] == config.environment.model_path
         if placement.num_nodes > 1:
             assert (parsed["nnodes"], parsed["node_rank"]) == (placement.num_nodes, int(ROLE_RANK))
-    return problems
+
+
+def test_dynamo_worker_plain_config_parses(make_config, tmp_path):
+    check_dynamo_config(make_config("dynamo-sglang", **PLAIN_SGLANG), tmp_path)
+
+
+def test_dynamo_worker_test_config_parses(tmp_path):
+    check_dynamo_config(load_config(QWEN_DYNAMO), tmp_path)
 
 
 def test_dynamo_frontend_parses(tmp_path):
-    require("dynamo.frontend.main")
     config = load_config(QWEN_DYNAMO)
     spec = get_backend("dynamo-sglang").router(router_context(config, tmp_path))
     (result,) = run_checks([{"check": "dynamo.frontend", "args": args_after(spec.argv, "dynamo.frontend"),
@@ -207,43 +193,49 @@ def test_dynamo_frontend_parses(tmp_path):
                                 "request_plane": "tcp", "event_plane": "zmq"}
 
 
-# ---- SGLang and Dynamo + SGLang workers: a plain config, and the repo's test config ------
-
-# (backend, its checker, its test config, the engines named when the test config's keys are refused)
-SGLANG_WORKERS = [
-    pytest.param("sglang", check_sglang_config, GLM_SGLANG, "sglang", id="sglang"),
-    pytest.param("dynamo-sglang", check_dynamo_config, QWEN_DYNAMO, "sglang/dynamo", id="dynamo"),
-]
-
-
-@pytest.mark.parametrize("backend,check,_test_config,_engines", SGLANG_WORKERS)
-def test_worker_plain_config_parses(backend, check, _test_config, _engines, make_config, tmp_path):
-    problems = check(make_config(backend, **PLAIN_SGLANG), tmp_path)
-    assert not problems, problems
-
-
-@pytest.mark.parametrize("_backend,check,test_config,engines", SGLANG_WORKERS)
-def test_worker_test_config_parses(_backend, check, test_config, engines, tmp_path):
-    problems = check(load_config(test_config), tmp_path)
-    if problems:
-        pytest.xfail(f"config keys the installed {engines} does not accept: " + "; ".join(problems))
-
-
-# ---- TensorRT-LLM ------------------------------------------------------------------------
+# ---- TensorRT-LLM (facts; the wheel does not install here) ------------------------------------
 
 
 @pytest.mark.parametrize("path", TRTLLM_CONFIGS, ids=[p.stem for p in TRTLLM_CONFIGS])
-def test_trtllm_serve_parses(path, tmp_path):
-    require("tensorrt_llm.commands.serve",
-            hint=" - PyPI's tensorrt-llm 1.2.1 is a placeholder sdist that fetches the real wheel from "
-                 "pypi.nvidia.com, and importing tensorrt_llm needs the CUDA libraries")
-    config = load_config(path)
-    backend = get_backend("trtllm")
-    requests = [{"check": "trtllm-serve", "args": args_after(backend.worker(worker_context(config, p, tmp_path)).argv,
-                                                             "trtllm-serve")}
-                for p in build_topology(config).workers]
-    if config.kind == "disagg":
-        requests.append({"check": "trtllm-serve",
-                         "args": args_after(backend.router(router_context(config, tmp_path)).argv, "trtllm-serve")})
-    for result in run_checks(requests):
-        assert result["ok"], result
+@pytest.mark.parametrize("release", list(facts.load("trtllm")["releases"]))
+def test_trtllm_argv_and_files_accepted_by_facts(path, release):
+    """Every generated argv and file of every shipped trtllm config, for every release in the facts."""
+    config = load_config(path, overrides={"metadata.engine_version": release})
+    get_backend("trtllm").validate(config, str(path))
+
+
+# ---- goldens: only parser-accepted output ----------------------------------------------------
+
+
+def golden_argv(path: Path) -> list[str]:
+    """The argv of one golden file (the YAML list under ``argv:``)."""
+    lines = path.read_text().splitlines()
+    start = lines.index("argv:") + 1
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("  "))
+    return [yaml.safe_load(line.strip()) for line in lines[start:end]]
+
+
+GOLDENS = sorted(GOLDEN_DIR.glob("*/*.txt"))
+
+
+@pytest.mark.parametrize("path", GOLDENS, ids=[f"{p.parent.name}/{p.stem}" for p in GOLDENS])
+def test_golden_accepted(path, tmp_path):
+    """A golden holds only what the engine's parser (or, for TensorRT-LLM, the facts) accepts."""
+    argv = [str(a) for a in golden_argv(path)]
+    module = next((m for m in CHECK_TOOL if m in argv), None)
+    if module == "dynamo.sglang":
+        # its flags come with the YAML section file: parse the rendered specs with their files
+        # (tests/backends/test_golden.py pins this golden to exactly that rendering)
+        assert path.parent.name == QWEN_DYNAMO.stem, f"{path}: no dynamo config for this golden"
+        check_dynamo_config(load_config(QWEN_DYNAMO), tmp_path)
+        return
+    if module is not None:
+        (result,) = run_checks([{"check": module, "args": args_after(tuple(argv), module)}])
+        assert_parsed(result, str(path))
+        return
+    assert "trtllm-serve" in argv, f"{path}: no known engine in {argv}"
+    rel = facts.load("trtllm")["releases"][facts.load("trtllm")["default_release"]]
+    after = argv[argv.index("trtllm-serve") + 1:]
+    allowed = rel["disaggregated_options"] if after[:1] == ["disaggregated"] else rel["serve_options"]
+    bad = [w for w in after if w.startswith("-") and not w.lstrip("-").isdigit() and w not in allowed]
+    assert not bad, f"{path}: TensorRT-LLM {facts.load('trtllm')['default_release']} has no option {bad}"
