@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import signal
+import string
 import subprocess
 import sys
 import time
@@ -46,7 +47,31 @@ from perfsanity.common.ports import listening_sockets, pid_exists
 from perfsanity.common.processes import tail
 
 MARKER_NAME = ".perfsanity-complete"
-STUB_DIR = Path(__file__).resolve().parent / "parser_stubs"
+STUB_TEMPLATE = Path(__file__).resolve().parent / "parser_stubs" / "inert_package.py"
+
+
+@dataclass(frozen=True)
+class ParserStub:
+    """A parser-only stand-in for a package an import needs but argument parsing never runs: the
+    module text is ``parser_stubs/inert_package.py`` filled in with these values."""
+
+    version: str  # the __version__ importers may check
+    why: str  # who imports it and why parsing needs none of it (the docstring's middle)
+
+    def render(self, module: str) -> str:
+        return string.Template(STUB_TEMPLATE.read_text()).substitute(module=module, version=self.version,
+                                                                     why=self.why)
+
+
+PARSER_STUBS: dict[str, ParserStub] = {
+    "triton": ParserStub("3.8.0", "sglang imports triton at module level (kernels are decorated with "
+                         "``@triton.jit`` at import time)\nbut building its argument parser runs no kernel."),
+    "torchvision": ParserStub("0.28.0", "dynamo.sglang imports ``sglang.Engine``, whose multimodal processors "
+                              "import torchvision at module level,\nbut building its argument parser runs no "
+                              "kernel."),
+    "datasets": ParserStub("4.0.0", "sglang.bench_serving imports Hugging Face ``datasets`` at module level (its "
+                           "MMMU loader),\nbut building its argument parser loads no dataset."),
+}
 LOG_NAME = "perfsanity-install.log"
 DEFAULT_INSTALL_TIMEOUT_S = 1200.0
 PROGRESS_EVERY_S = 30.0
@@ -68,15 +93,15 @@ class ToolSpec:
     pip_steps: tuple[tuple[str, ...], ...]
     smoke_code: str
     expected_minutes: str
-    #: parser-only stand-ins written into site-packages after pip: (top-level module, file in
-    #: perfsanity/engines/parser_stubs/); for packages an import needs but argument parsing never runs
-    stubs: tuple[tuple[str, str], ...] = ()
+    #: parser-only stand-ins (names in PARSER_STUBS) written into site-packages after pip, for packages
+    #: an import needs but argument parsing never runs
+    stubs: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
         """Hash of everything that defines the install; a changed spec forces a reinstall."""
         fields: list[object] = [self.name, self.version, self.pip_steps, self.smoke_code]
         if self.stubs:  # appended only when present: venvs without stubs keep their fingerprint
-            fields.append([(mod, (STUB_DIR / src).read_text()) for mod, src in self.stubs])
+            fields.append([(mod, PARSER_STUBS[mod].render(mod)) for mod in self.stubs])
         payload = json.dumps(fields)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -117,7 +142,7 @@ _DYNAMO_SGLANG_IMPORT_DEPS = (
     "setproctitle==1.3.8", "partial-json-parser==0.2.1.1.post7", "loguru==0.7.3", "networkx==3.6.1",
     "opentelemetry-api==1.45.2", "dill==0.4.1", "regex==2026.11.19", "safetensors==0.8.0",
 )
-_PARSER_STUBS = (("triton", "triton.py"),)
+_PARSER_STUBS = ("triton",)
 
 TOOLS: dict[str, ToolSpec] = {
     "dynamo": ToolSpec(
@@ -165,7 +190,7 @@ TOOLS: dict[str, ToolSpec] = {
         smoke_code="import dynamo.sglang.args, sglang.benchmark.datasets",
         expected_minutes="~4 min",
         # datasets: sglang.bench_serving (the sglang_bench client's parser) imports it at top level
-        stubs=(*_PARSER_STUBS, ("torchvision", "torchvision.py"), ("datasets", "datasets.py")),
+        stubs=(*_PARSER_STUBS, "torchvision", "datasets"),
     ),
 }
 
@@ -354,15 +379,15 @@ def _install(spec: ToolSpec, venv: Path, timeout_s: float) -> None:
 
 
 def _write_stubs(spec: ToolSpec, python: str) -> None:
-    """Copy ``spec.stubs`` into the venv's site-packages as ``<module>/__init__.py``."""
+    """Write ``spec.stubs`` into the venv's site-packages as ``<module>/__init__.py``."""
     if not spec.stubs:
         return
     purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True, timeout=60,
                              stdin=subprocess.DEVNULL).stdout.strip()
-    for module, source in spec.stubs:
-        _log(f"  stub {module} (parser-only) from {STUB_DIR / source}")
-        write_atomic(Path(purelib) / module / "__init__.py", (STUB_DIR / source).read_text())
+    for module in spec.stubs:
+        _log(f"  stub {module} (parser-only) from {STUB_TEMPLATE}")
+        write_atomic(Path(purelib) / module / "__init__.py", PARSER_STUBS[module].render(module))
 
 
 def _external_env(spec: ToolSpec, python: Path) -> ToolEnv:

@@ -1,7 +1,6 @@
-"""Parser-only stand-in for ``datasets``, written by perfsanity.engines.tooling into engine-parser venvs.
+"""Parser-only stand-in for ``$module``, written by perfsanity.engines.tooling into engine-parser venvs.
 
-sglang.bench_serving imports Hugging Face ``datasets`` at module level (its MMMU loader),
-but building its argument parser loads no dataset. This stub makes every ``datasets`` / ``datasets.*``
+$why This stub makes every ``$module`` / ``$module.*``
 import succeed: attributes are inert placeholders, decorators return the function unchanged.
 It must never be on the path of a process that serves.
 """
@@ -11,7 +10,7 @@ import importlib.machinery
 import sys
 import types
 
-__version__ = "4.0.0"
+__version__ = "$version"
 PERFSANITY_PARSER_STUB = True
 
 
