@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from perfsanity.common.errors import ConfigError
 from perfsanity.common.files import read_json, write_atomic
+from perfsanity.common.redact import mask_url
 from perfsanity.spec.config import Config, WorkerConfig
 from perfsanity.spec.topology import Topology
 
@@ -242,7 +243,7 @@ def job_meta(config: Config, topology: Topology, *, commit: str | None,
         "keys": keys,
         "commit": environ.get("GIT_COMMIT") or commit or "",
         "branch": environ.get("BRANCH_NAME") or environ.get("GIT_BRANCH") or "",
-        "build_url": environ.get("BUILD_URL", ""),
+        "build_url": mask_url(environ.get("BUILD_URL", ""), keep_user=False),
         "job_id": environ.get("SLURM_JOB_ID", ""),
         "timestamp": dt.datetime.now(dt.UTC),
         "gate": config.gate,
