@@ -95,7 +95,7 @@ class PreparedJob:
         out[self.job_dir / "config.resolved.yaml"] = (yaml.safe_dump(resolved, sort_keys=False), None)
         out[self.job_dir / "job.json"] = (json.dumps(self.job_info(), indent=2) + "\n", None)
         meta = job_meta(self.config, self.topology, commit=harness_commit())
-        out[self.job_dir / "job_meta.json"] = (meta.model_dump_json(indent=2) + "\n", None)
+        out[self.job_dir / "job_meta.json"] = (meta.to_json(), None)
         return {path: (redact(text), mode) for path, (text, mode) in out.items()}
 
     def write(self) -> None:
