@@ -90,6 +90,7 @@ class ManagedProcess:
         """TERM the process group, wait up to ``timeout_s``, then KILL it. Returns the exit code."""
         if self.popen.poll() is None:
             self._signal_group(signal.SIGTERM)
+            self._signal_group(signal.SIGCONT)  # a stopped (SIGSTOP) process acts on the TERM only once continued
             try:
                 self.popen.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:

@@ -74,3 +74,42 @@ def test_no_planted_secret_in_job_dir_history_or_reports(jobs, tmp_path, monkeyp
             assert secret.encode() not in body, f"{secret} in {path}"
     assert HF not in run.stdout and PGPASS not in run.stdout
     assert json.loads((run.out / "job_meta.json").read_text())["build_url"] == "https://ci.example/job/9/"
+
+
+def server_pid(e2e, job, role: str) -> int:
+    """The pid of ``role``'s server (the process the role started, not the role itself)."""
+    for pid in e2e.processes_of(job.marker, job.out):
+        argv = " ".join(e2e.cmdline(pid))
+        env = e2e._read(f"/proc/{pid}/environ")
+        if f"DISAGG_SERVING_TYPE={role}\0".encode() in env and "dynamo." in argv and "pytest" not in argv:
+            return pid
+    pytest.fail(f"no server process of {role}:\n" + e2e.describe(e2e.processes_of(job.marker, job.out)))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("role", ["DISAGG_SERVER", "GEN_0"])
+def test_frozen_server_fails_its_role_within_30s(role: str, jobs, e2e) -> None:
+    job = jobs.start(*LONG)
+    wait_for_servers(job)
+    time.sleep(3)  # the benchmark is running
+    pid = server_pid(e2e, job, role)
+    os.kill(pid, signal.SIGSTOP)  # alive as a process, dead as a server
+    stopped = time.monotonic()
+    failed = job.out / "rendezvous" / f"{role}.failed"
+    while not failed.exists() and time.monotonic() - stopped < 60:
+        time.sleep(0.2)
+    named_after = time.monotonic() - stopped
+    assert failed.exists(), f"{role}.failed not written 60 s after SIGSTOP:\n{job.output()[-3000:]}"
+    assert named_after <= 30, f"{role} named only {named_after:.1f}s after SIGSTOP"
+    finished = job.wait(timeout_s=120)
+    assert finished.returncode != 0
+    assert f"FAILED {role}: {role} server stopped answering" in finished.stdout, finished.stdout[-3000:]
+    report = finished.json("report.json")
+    assert report["failed_role"] == role, report["failures"]
+    from junitparser import Error, Failure, JUnitXml
+
+    cases = {c.name: [r for r in c.result if isinstance(r, (Failure, Error))]
+             for s in JUnitXml.fromfile(str(finished.out / "junit.xml")) for c in s}
+    assert cases.get(role), sorted(cases)
+    assert "last lines" in (cases[role][0].text or "") or (cases[role][0].text or "").strip(), cases[role][0].text
