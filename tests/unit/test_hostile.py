@@ -9,12 +9,14 @@ the test instead of stalling the suite.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -277,3 +279,30 @@ def test_a_written_job_dir_is_complete(tmp_path: Path) -> None:
     assert sorted(p.relative_to(job).as_posix() for p in job.rglob("*")) == ["c", "c/d.yaml", "launch.sh", "logs"]
     assert os.stat(job / "launch.sh").st_mode & 0o777 == 0o755
     assert not [p for p in tmp_path.iterdir() if p.name != "job"]
+
+
+def test_a_child_dies_with_its_killed_parent(tmp_path: Path) -> None:
+    # a parent that starts a long child through ManagedProcess, then is killed -9: the child must not
+    # carry on headless (PR_SET_PDEATHSIG)
+    code = ("import sys, time; from pathlib import Path; from perfsanity.common.processes import ManagedProcess; "
+            "p = ManagedProcess('child', [sys.executable, '-c', 'import time; time.sleep(120)'], env={}, "
+            f"log_path=Path({str(tmp_path / 'child.log')!r})); print(p.pid, flush=True); time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    child = 0
+    try:
+        child = int(parent.stdout.readline())
+        assert psutil.pid_exists(child)
+        parent.kill()
+        parent.wait(timeout=10)
+        try:
+            psutil.Process(child).wait(timeout=5)
+        except psutil.NoSuchProcess:
+            pass
+        assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if child and psutil.pid_exists(child):  # ours: never leave it to outlive the test
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(child).kill()
+        parent.stdout.close()
