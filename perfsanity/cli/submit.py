@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from perfsanity.common.cliutil import run_main
+from perfsanity.common.errors import ConfigError
 from perfsanity.plan.launch import REPO_ROOT
 from perfsanity.plan.prepare import (
     CONFIGS_ROOT,
@@ -110,7 +111,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from perfsanity.jobs.sweep import run_sweep_cli
 
         return run_sweep_cli(args, cluster)
-    config_path = Path(args.config) if args.config else DEFAULT_CONFIG
+    if args.config == "":
+        raise ConfigError(None, "--config", "is empty: name a config file (or leave --config out for the default)")
+    config_path = Path(args.config) if args.config is not None else DEFAULT_CONFIG
     out = Path(args.out) if args.out else default_out_dir(config_path)
     job = prepare_direct(config_path, out, cluster=cluster, mode=args.mode, overrides=parse_set(args.set) or None,
                          server=args.server)

@@ -14,13 +14,24 @@ class ConfigError(PerfsanityError):
 
     exit_code = 2
 
+    #: longest message shown; a longer one (a 200 KB bad value echoed back) is cut to an excerpt
+    MAX_MESSAGE = 400
+
     def __init__(self, file: str | None, key_path: str, message: str) -> None:
         self.file = file
-        self.key_path = key_path
-        self.message = message
+        self.key_path = _excerpt(key_path, 160)
+        self.message = message = _excerpt(message, self.MAX_MESSAGE)
         where = f"{file}: " if file else ""
-        key = f"{key_path}: " if key_path else ""
+        key = f"{self.key_path}: " if key_path else ""
         super().__init__(f"{where}{key}{message}")
+
+
+def _excerpt(text: str, limit: int) -> str:
+    """``text`` on one line, cut to ``limit`` characters (saying how long it was)."""
+    text = text.replace("\r", " ").replace("\n", " ")
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 40]}... ({len(text)} characters)"
 
 
 class WaitTimeout(PerfsanityError):

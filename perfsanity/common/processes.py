@@ -1,16 +1,19 @@
-"""Processes the harness starts: each in its own session (process group), output to a log file,
-stopped by PID (TERM to the group, then KILL after a bound; group members that outlive the leader are
-found with :mod:`psutil`). A :class:`ProcessSet` is a fail-fast registry: it knows every process a role
+"""Processes the harness starts: each in its own session (process group), output to a log file, sent
+SIGTERM when its parent dies (``PR_SET_PDEATHSIG``: a launcher killed by SIGHUP or kill -9 leaves
+nothing running headless), stopped by PID (TERM to the group, then KILL after a bound; group members
+that outlive the leader are found with :mod:`psutil`). A :class:`ProcessSet` is a fail-fast registry: it knows every process a role
 started and stops them all on exit or signal.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import psutil
@@ -29,6 +32,23 @@ def tail(path: Path, lines: int = 40, *, max_bytes: int = 64_000) -> str:
     except OSError:
         return ""
     return redact("\n".join(data.splitlines()[-lines:]))
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGTERM when the thread that started it dies, however it dies
+    (kill -9 included), so no role or server runs on headless once its launcher is gone. Started in its
+    own session, a child gets no SIGHUP from a closed terminal; this covers that case too."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 class ManagedProcess:
@@ -51,6 +71,7 @@ class ManagedProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None,  # noqa: PLW1509
         )
         self.pid = self.popen.pid
         self.started = time.monotonic()
@@ -69,6 +90,7 @@ class ManagedProcess:
         """TERM the process group, wait up to ``timeout_s``, then KILL it. Returns the exit code."""
         if self.popen.poll() is None:
             self._signal_group(signal.SIGTERM)
+            self._signal_group(signal.SIGCONT)  # a stopped (SIGSTOP) process acts on the TERM only once continued
             try:
                 self.popen.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:

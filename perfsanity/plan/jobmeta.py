@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from perfsanity.common.errors import ConfigError
 from perfsanity.common.files import read_json, write_atomic
+from perfsanity.common.redact import mask_url
 from perfsanity.spec.config import Config, WorkerConfig
 from perfsanity.spec.topology import Topology
 
@@ -146,6 +148,7 @@ class RunMeta:
     job_id: str = ""
     timestamp: datetime | None = None
     post_merge: bool = False
+    run_id: str = ""  # the job's run id: recording it twice is refused by the history DB (unique key)
     valid: bool = True
     invalid_reason: str = ""
 
@@ -169,6 +172,7 @@ class JobMeta(BaseModel):
     job_id: str = ""
     timestamp: datetime | None = None
     gate: dict[str, Any] | None = None
+    run_id: str = ""  # one per prepared job (a UUID): the history's key of "this job was recorded"
 
     def match_keys(self, concurrency: int) -> Any:
         return MatchKeys(**self.keys.model_dump(), concurrency=concurrency)
@@ -181,6 +185,7 @@ class JobMeta(BaseModel):
             job_id=self.job_id,
             timestamp=self.timestamp,
             post_merge=post_merge,
+            run_id=self.run_id,
         )
 
     @classmethod
@@ -195,8 +200,12 @@ class JobMeta(BaseModel):
             raise ConfigError(str(path), "timestamp", "must carry a timezone, e.g. 2025-01-31T02:00:00Z")
         return meta
 
+    def to_json(self) -> str:
+        """The file's text (a job dir from before run ids has none, and keeps having none)."""
+        return self.model_dump_json(indent=2, exclude=None if self.run_id else {"run_id"}) + "\n"
+
     def write(self, path: Path) -> None:
-        write_atomic(path, self.model_dump_json(indent=2) + "\n")
+        write_atomic(path, self.to_json())
 
 
 # ------------------------------------------------------------------------------------- from config
@@ -242,8 +251,9 @@ def job_meta(config: Config, topology: Topology, *, commit: str | None,
         "keys": keys,
         "commit": environ.get("GIT_COMMIT") or commit or "",
         "branch": environ.get("BRANCH_NAME") or environ.get("GIT_BRANCH") or "",
-        "build_url": environ.get("BUILD_URL", ""),
+        "build_url": mask_url(environ.get("BUILD_URL", ""), keep_user=False),
         "job_id": environ.get("SLURM_JOB_ID", ""),
         "timestamp": dt.datetime.now(dt.UTC),
         "gate": config.gate,
+        "run_id": str(uuid.uuid4()),
     })

@@ -18,18 +18,21 @@ When what the roles would load from the config file differs from the job's effec
 (upstream format, filled placeholders, the node rule, the bound), the effective config is written
 into the job directory and ``PERFSANITY_CONFIG`` points there.
 
-Everything is rendered in memory first; files are written only once every check passed, so bad
-input leaves nothing half written.
+Everything is rendered in memory first; files are written only once every check passed, into a temp
+dir renamed into place, so bad input or a failure while writing leaves nothing half written.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +41,7 @@ import yaml
 
 from perfsanity.common.errors import ConfigError, PerfsanityError
 from perfsanity.common.files import write_atomic
-from perfsanity.common.redact import redact_data
+from perfsanity.common.redact import redact, redact_data
 from perfsanity.engines import get_backend
 from perfsanity.plan.launch import (
     DRAFT_LAUNCH,
@@ -52,7 +55,8 @@ from perfsanity.plan.launch import (
 )
 from perfsanity.spec import upstream
 from perfsanity.spec.cluster import ClusterDefaults
-from perfsanity.spec.config import MAX_TIMEOUT_S, Config, apply_overrides, config_from_dict, load_config, read_yaml
+from perfsanity.spec.config import MAX_TIMEOUT_S, Config, apply_overrides, config_from_dict, load_config
+from perfsanity.spec.loader import parse_yaml, read_text, read_yaml
 from perfsanity.spec.testlist import TestEntry, TestSelection, parse_test_entries, pytest_command_of, select_entry
 from perfsanity.spec.topology import Topology, build_topology
 
@@ -77,23 +81,28 @@ class PreparedJob:
     notes: tuple[str, ...] = ()  # said in the summary and job.json (e.g. an unknown --cluster-name)
     l0_info: dict | None = None  # L0 inputs recorded in job.json (split group, stage and cluster name, bound)
 
-    def write(self) -> None:
-        """Write launch.sh, config.resolved.yaml (redacted) and job.json."""
-        resolved = redact_data(self.config.resolved_dict())
-        try:
-            self.job_dir.mkdir(parents=True, exist_ok=True)
-            (self.job_dir / "logs").mkdir(exist_ok=True)
-            if self.config_text is not None:
-                write_atomic(self.config_path, self.config_text)
-            write_atomic(self.launch_path, self.launch_sh, mode=0o755)
-            write_atomic(self.job_dir / "config.resolved.yaml", yaml.safe_dump(resolved, sort_keys=False))
-            write_atomic(self.job_dir / "job.json", json.dumps(self.job_info(), indent=2) + "\n")
-            from perfsanity.plan.jobmeta import job_meta  # imports SQLAlchemy: only when a job is written
+    def files(self) -> dict[Path, tuple[str, int | None]]:
+        """Every file of the job dir, rendered and redacted: path -> (text, mode). The effective config
+        copy is redacted too: a secret reaches the roles from the environment (``HF_TOKEN=${HF_TOKEN}``),
+        never from a file the harness wrote."""
+        from perfsanity.plan.jobmeta import job_meta  # imports SQLAlchemy: only when a job is written
 
-            meta = job_meta(self.config, self.topology, commit=harness_commit())
-            write_atomic(self.job_dir / "job_meta.json", meta.model_dump_json(indent=2) + "\n")
-        except OSError as exc:
-            raise PerfsanityError(f"cannot write the job directory {self.job_dir}: {exc}") from None
+        out: dict[Path, tuple[str, int | None]] = {}
+        if self.config_text is not None:
+            out[self.config_path] = (self.config_text, None)
+        out[self.launch_path] = (self.launch_sh, 0o755)
+        resolved = redact_data(self.config.resolved_dict())
+        out[self.job_dir / "config.resolved.yaml"] = (yaml.safe_dump(resolved, sort_keys=False), None)
+        out[self.job_dir / "job.json"] = (json.dumps(self.job_info(), indent=2) + "\n", None)
+        meta = job_meta(self.config, self.topology, commit=harness_commit())
+        out[self.job_dir / "job_meta.json"] = (meta.to_json(), None)
+        return {path: (redact(text), mode) for path, (text, mode) in out.items()}
+
+    def write(self) -> None:
+        """Write launch.sh, the effective config (if any), config.resolved.yaml, job.json and job_meta.json,
+        all redacted: rendered in memory, written into a temp dir, renamed into place. On any failure
+        nothing of it is left (see :func:`write_job_dir`)."""
+        write_job_dir(self.job_dir, self.files(), subdirs=("logs",))
 
     def job_info(self) -> dict:
         return {
@@ -127,6 +136,71 @@ class PreparedJob:
             *(f"note     {n}" for n in self.notes),
         ]
         return "\n".join(lines)
+
+
+def write_job_dir(job_dir: Path, files: Mapping[Path, tuple[str, int | None]], *,
+                  subdirs: Sequence[str] = ()) -> None:
+    """Write ``files`` (path -> (text, mode)) and the empty ``subdirs`` of ``job_dir`` all or nothing.
+
+    Files under ``job_dir`` are written into a temp dir beside it, which is renamed into place (a job dir
+    that already exists gets the files moved in one by one); a file outside it (L0's ``--launch-sh``)
+    is written atomically last. Any failure, Ctrl-C included, removes what this call created: the temp
+    dir, the files moved in, the job dir and the parent dirs it made."""
+    job_dir = Path(job_dir)
+    inside = {p: v for p, v in files.items() if p.is_relative_to(job_dir)}
+    outside = {p: v for p, v in files.items() if p not in inside}
+    made_dirs = [d for d in (job_dir, *job_dir.parents) if not d.exists()]
+    created: list[Path] = []
+    tmp: Path | None = None
+    try:
+        job_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{job_dir.name}.", suffix=".tmp", dir=job_dir.parent))
+        for path, (text, mode) in inside.items():
+            write_atomic(tmp / path.relative_to(job_dir), text, mode=mode)
+        for sub in subdirs:
+            (tmp / sub).mkdir(parents=True, exist_ok=True)
+        if not job_dir.exists():
+            tmp.chmod(0o777 & ~_umask())
+            tmp.rename(job_dir)
+            tmp = None
+        else:
+            for path in [*inside, *(job_dir / sub for sub in subdirs)]:
+                if path.exists() and path.is_dir():
+                    continue
+                if not path.parent.exists():
+                    path.parent.mkdir(parents=True)
+                    created.append(path.parent)
+                (tmp / path.relative_to(job_dir)).replace(path)
+                created.append(path)
+        for path, (text, mode) in outside.items():
+            if not path.exists():
+                created.append(path)
+            write_atomic(path, text, mode=mode)
+    except BaseException as exc:
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() else path.unlink()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for d in made_dirs:  # deepest first
+            shutil.rmtree(d, ignore_errors=True) if d == job_dir else _rmdir_quiet(d)
+        if isinstance(exc, OSError):
+            raise PerfsanityError(f"cannot write the job directory {job_dir}: {exc}") from None
+        raise
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _rmdir_quiet(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def pipeline_settings(environ: Mapping[str, str]) -> dict[str, bool]:
@@ -189,7 +263,7 @@ def prepare_direct(
             _, raw = upstream.aggregated_case(raw, server, config=config_path.stem, source=str(config_path))
         if overrides:
             raw = apply_overrides(raw, overrides, source=str(config_path))
-        config_text = yaml.safe_dump(raw, sort_keys=False)
+        config_text = yaml.safe_dump(redact_data(raw), sort_keys=False)
         config_path = job_dir / "config" / config.kind / "perf" / f"{config.name}.yaml"
     paths = LaunchPaths(repo=REPO_ROOT, job_dir=job_dir, config=config_path.resolve())
     test_id = config.test_id()
@@ -392,7 +466,7 @@ def prepare_l0(args: argparse.Namespace, cluster: ClusterDefaults | None, *,
     config_path, config_text = case.path, None
     if not _same_job(config, roles_view):
         config_path = job_dir / "config" / config.kind / "perf" / f"{config.name}.yaml"
-        config_text = yaml.safe_dump(raw, sort_keys=False)
+        config_text = yaml.safe_dump(redact_data(raw), sort_keys=False)
     paths = LaunchPaths(
         repo=llm_src,
         job_dir=job_dir,
@@ -427,9 +501,9 @@ def prepare_l0(args: argparse.Namespace, cluster: ClusterDefaults | None, *,
 
 def _read(path: str, flag: str) -> str:
     try:
-        return Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read {flag} file: {exc}") from None
+        return read_text(path)
+    except ConfigError as exc:
+        raise ConfigError(path, "", f"cannot read {flag} file: {exc.message}") from None
 
 
 def parse_set(items: Sequence[str]) -> dict:
@@ -438,11 +512,7 @@ def parse_set(items: Sequence[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(None, "--set", f"{item!r} is not KEY=VALUE")
-        try:
-            out[key] = yaml.safe_load(value) if value else ""
-        except (yaml.YAMLError, ValueError, OverflowError, RecursionError) as exc:
-            problem = getattr(exc, "problem", None) or " ".join(str(exc).split())[:160] or "invalid YAML"
-            raise ConfigError(None, f"--set {key}", f"value {value[:80]!r} is not valid YAML: {problem}") from None
+        out[key] = parse_yaml(value, None, what=f"--set {key}") if value else ""
     return out
 
 

@@ -3,7 +3,8 @@ junit, history records (and the optional upload). The submit side's results pipe
 (:func:`perfsanity.results.pipeline.finalize`) calls :func:`gate_job`; so does ``perfsanity gate DIR``.
 
 Recording is idempotent: ``history_records.json`` names the history a job dir was recorded in, and a
-second call for the same history records (and uploads) nothing.
+second call for the same history records (and uploads) nothing. Concurrent calls are settled by the
+history DB itself: the job's run id (``job_meta.json``) is a unique key, so exactly one records.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def record_run(store: Any, job_dir: Path, run: Any, meta: Any, report: Any, *, p
                upload: bool, environ: Mapping[str, str] | None = None, out: TextIO | None = None) -> None:
     """Add the run to ``store`` (once per history: ``history_records.json``), with its gate verdicts,
     then upload the new records when ``upload`` and an upload target is configured in ``environ``."""
-    from perfsanity.results.history import keys_for_run
+    from perfsanity.results.history import AlreadyRecorded, keys_for_run
     from perfsanity.results.upload import config_from_env, upload_records
 
     marker = job_dir / RECORDED_FILE
@@ -118,7 +119,11 @@ def record_run(store: Any, job_dir: Path, run: Any, meta: Any, report: Any, *, p
             print(f"already recorded in {store.masked_url} (records {previous.get('ids')}); not adding again",
                   file=out)
             return
-    ids = store.add_run(keys_for_run(meta, run), run, meta.run_meta(post_merge=post_merge))
+    try:  # one transaction keyed by the job's run id: of two concurrent gates, one records
+        ids = store.add_run(keys_for_run(meta, run), run, meta.run_meta(post_merge=post_merge))
+    except AlreadyRecorded as exc:
+        print(f"already recorded in {store.masked_url} (records {exc.ids}); not adding again", file=out)
+        return
     by_conc = report.by_concurrency()
     for rid, res in zip(ids, run.results, strict=True):
         verdicts = {m: v.verdict.value for m, v in by_conc.get(res.concurrency, {}).items()}

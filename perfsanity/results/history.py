@@ -50,7 +50,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random, wait_random_exponential
@@ -62,6 +62,14 @@ from perfsanity.plan.jobmeta import JOB_META_FILE, MATCH_KEY_FIELDS, JobMeta, Ke
 from perfsanity.results import migrations
 
 SCHEMA_VERSION = 1
+
+
+class AlreadyRecorded(PerfsanityError):
+    """:meth:`HistoryStore.add_run` of a run id the history holds already (``ids``: its records)."""
+
+    def __init__(self, message: str, ids: list[int]) -> None:
+        super().__init__(message)
+        self.ids = ids
 ENV_HISTORY = "PERFSANITY_HISTORY"
 DEFAULT_HISTORY_PATH = Path("~/.cache/perfsanity/history.sqlite")
 
@@ -130,7 +138,9 @@ def _key_column_type(f: KeyField) -> Any:
 # columns from TYPED_METRICS; NOT NULL unless said otherwise (as the annotated declarative form had it).
 _Record: Any = type("_Record", (_Base,), {
     "__tablename__": "perf_records",
-    "__table_args__": (Index("ix_perf_records_config_conc_ts", "config_name", "concurrency", "ts"),),
+    "__table_args__": (Index("ix_perf_records_config_conc_ts", "config_name", "concurrency", "ts"),
+                       # a run is recorded once: a second add of the same run id is refused (migration 0002)
+                       Index("uq_perf_records_run_conc", "run_uid", "concurrency", unique=True)),
     "id": mapped_column(Integer, primary_key=True, autoincrement=True),
     "run_uid": mapped_column(String(36), index=True, nullable=False),
     **{f.name: mapped_column(_key_column_type(f), nullable=False) for f in MATCH_KEY_FIELDS},
@@ -357,7 +367,7 @@ class HistoryStore:
         """
         meta = meta or RunMeta()
         ts = meta.resolved_timestamp()
-        run_uid = str(uuid.uuid4())
+        run_uid = meta.run_id or str(uuid.uuid4())
         rows: list[_Record] = []
         for res in run.results:
             if isinstance(keys, MatchKeys):
@@ -406,10 +416,17 @@ class HistoryStore:
 
         def insert() -> list[int]:
             fresh = [_clone_row(r) for r in rows]  # a failed attempt leaves the originals dirty
-            with Session(self._engine) as session, session.begin():
-                session.add_all(fresh)
-                session.flush()
-                return [r.id for r in fresh]
+            try:
+                with Session(self._engine) as session, session.begin():
+                    session.add_all(fresh)
+                    session.flush()
+                    return [r.id for r in fresh]
+            except IntegrityError:
+                if not meta.run_id:
+                    raise
+            with Session(self._engine) as session:  # the unique run id: another writer recorded it
+                ids = list(session.scalars(select(_Record.id).where(_Record.run_uid == run_uid).order_by(_Record.id)))
+            raise AlreadyRecorded(f"run {run_uid} is already recorded in {self.masked_url} (records {ids})", ids)
 
         return self._retrying("adding records", insert)
 

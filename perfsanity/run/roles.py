@@ -133,9 +133,18 @@ def discover_address(job: Job, proc: ManagedProcess, spec: ServerSpec, *, timeou
                       on_timeout=lambda: f"listening ports {listening_ports(proc.pid)}; log tail:\n{proc.tail(20)}")
 
 
-def watch_until_done(job: Job, procs: ProcessSet) -> None:
-    """Keep the servers up until the benchmark's status file appears; fail at once if one dies."""
+#: liveness by progress: a server whose health endpoint has not answered for this long fails its role
+UNRESPONSIVE_S = 15.0
+HEALTH_PROBE_S = 2.0  # between probes; each probe is bounded by HEALTH_TIMEOUT_S
+HEALTH_TIMEOUT_S = 3.0
+
+
+def watch_until_done(job: Job, procs: ProcessSet, health_url: str | None = None) -> None:
+    """Keep the servers up until the benchmark's status file appears; fail at once if one dies, and
+    within :data:`UNRESPONSIVE_S` if the server stops answering ``health_url`` (frozen, SIGSTOPped,
+    deadlocked: alive as a process, dead as a server)."""
     deadline = Deadline(job.config.slurm.timeout, "benchmark status file")
+    last_ok = next_probe = time.monotonic()
     while True:
         status = job.rendezvous.status()
         if status is not None:
@@ -146,6 +155,16 @@ def watch_until_done(job: Job, procs: ProcessSet) -> None:
             raise RoleFailed(job.role, f"{dead.name} died with exit code {dead.poll()}", dead.tail())
         if deadline.expired:
             raise WaitTimeout(f"{job.role}: waited {deadline.seconds}s (slurm.timeout) for the benchmark to finish")
+        now = time.monotonic()
+        if health_url is not None and now >= next_probe:
+            if http_get_ok(health_url, HEALTH_TIMEOUT_S):
+                last_ok = time.monotonic()
+            elif time.monotonic() - last_ok >= UNRESPONSIVE_S:
+                server = procs.procs[-1]
+                raise RoleFailed(job.role, f"{server.name} stopped answering {health_url} for "
+                                 f"{time.monotonic() - last_ok:.0f}s (frozen or hung; the process is alive)",
+                                 server.tail())
+            next_probe = time.monotonic() + HEALTH_PROBE_S
         time.sleep(0.2)
 
 
@@ -177,7 +196,10 @@ def serve(job: Job, spec: ServerSpec, kind: str, placement: Placement | None, *,
                                     f"{spec.health_path} (log {log_path})")
             rdv.publish(addr, ready_s=round(time.monotonic() - t0, 3))
             job.log(f"ready at {addr} after {time.monotonic() - t0:.1f}s")
-        watch_until_done(job, procs)
+            health_url = f"{addr.url}{spec.health_path}"
+        else:
+            health_url = None
+        watch_until_done(job, procs, health_url)
     except BaseException as exc:
         # a RoleFailed naming another role is that role's failure (it wrote its own .failed): reporting
         # it again under this role's name would make the cascade look like the cause

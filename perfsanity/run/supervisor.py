@@ -274,6 +274,8 @@ class Supervisor:
     def _on_signal(self, signum: int) -> int:
         if signum == signal.SIGTERM:
             why, rc = "job received SIGTERM (scancel or time limit); role log tails follow", self.ctx.term_exit
+        elif signum == signal.SIGHUP:
+            why, rc = "job received SIGHUP (terminal closed); role log tails follow", self.ctx.term_exit
         else:
             why, rc = "job received SIGINT", 130
         self.log(why)
@@ -292,7 +294,7 @@ class Supervisor:
 
         old: dict[int, object] = {}
         try:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP: the terminal was closed
                 old[sig] = signal.signal(sig, handler)
         except ValueError:  # not the main thread: signals stay with the caller
             pass

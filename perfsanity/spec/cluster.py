@@ -148,5 +148,7 @@ def find_cluster(name: str, dirs: list[Path]) -> Path | None:
 
 def cluster_from_env_or_arg(arg: str | None, environ: Mapping[str, str] = os.environ) -> ClusterDefaults | None:
     """``--cluster FILE`` wins over ``$PERFSANITY_CLUSTER``; neither → None."""
-    chosen = arg or environ.get(ENV_VAR)
+    if arg == "":
+        raise ConfigError(None, "--cluster", "is empty: name a cluster defaults file")
+    chosen = arg if arg is not None else environ.get(ENV_VAR)
     return load_cluster(chosen) if chosen else None

@@ -18,17 +18,20 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
+import types
+import typing
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -36,6 +39,7 @@ from pydantic import (
 from perfsanity.common.errors import ConfigError
 from perfsanity.spec import upstream
 from perfsanity.spec.envvars import EnvAssignment, parse_env_string, to_string
+from perfsanity.spec.loader import read_yaml
 
 #: ``metadata.backend`` values: the keys of ``perfsanity.engines``' registry, which this layer cannot import
 #: (tests/backends/test_conformance.py fails when the two differ)
@@ -49,10 +53,43 @@ MAX_TIMEOUT_S = 7 * 24 * 3600
 _JOB_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d{1,3})(?::(\d{2}))?(?::(\d{2}))?$")
 
 
+def _types_of(annotation: Any) -> set[Any]:
+    args = typing.get_args(annotation)
+    return set(args) if args and typing.get_origin(annotation) in (typing.Union, types.UnionType) else {annotation}
+
+
+def _control_chars(text: str) -> str | None:
+    """The first control character of ``text`` (NUL, newline, ESC, ...) as an escape, else None."""
+    for ch in text:
+        if unicodedata.category(ch) == "Cc":
+            return repr(ch)[1:-1]
+    return None
+
+
+def check_scalar(annotation: Any, value: Any) -> Any:
+    """Strict scalars of a harness-owned field: a boolean is no number (``true`` is not 1) and a number
+    no boolean, and a string holds no control character (strings reach command lines and launch.sh)."""
+    kinds = _types_of(annotation)
+    if isinstance(value, bool):
+        if kinds & {int, float} and bool not in kinds:
+            raise ValueError("must be a number, not a boolean")
+    elif isinstance(value, (int, float)) and bool in kinds and not kinds & {int, float}:
+        raise ValueError("must be true or false, not a number")
+    elif isinstance(value, str) and (bad := _control_chars(value)) is not None:
+        raise ValueError(f"contains the control character {bad}")
+    return value
+
+
 class _Strict(BaseModel):
-    """Harness-owned section: frozen, unknown keys are errors."""
+    """Harness-owned section: frozen, unknown keys are errors, scalars are strict (:func:`check_scalar`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_scalar(cls, v: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        return v if field is None else check_scalar(field.annotation, v)
 
 
 def _env_field(value: Any) -> tuple[EnvAssignment, ...]:
@@ -187,6 +224,22 @@ class WorkerConfig(BaseModel):
     moe_expert_parallel_size: int | None = Field(default=None, ge=1, le=4096)
     enable_attention_dp: bool = False
 
+    @field_validator("tensor_parallel_size", "pipeline_parallel_size", "context_parallel_size",
+                     "moe_expert_parallel_size", "enable_attention_dp", mode="before")
+    @classmethod
+    def _strict_scalar(cls, v: Any, info: ValidationInfo) -> Any:
+        return check_scalar(cls.model_fields[info.field_name or ""].annotation, v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_chars(cls, data: Any) -> Any:
+        # engine options reach the engines' command lines and config files
+        if isinstance(data, Mapping):
+            bad = _first_control_char(data)
+            if bad is not None:
+                raise ValueError(f"{bad[0]} contains the control character {bad[1]}")
+        return data
+
     @property
     def gpus(self) -> int:
         return self.tensor_parallel_size * self.pipeline_parallel_size * self.context_parallel_size
@@ -210,6 +263,21 @@ class WorkerConfigs(_Strict):
     ctx: WorkerConfig | None = None
     gen: WorkerConfig | None = None
     server: WorkerConfig | None = Field(default=None, description="aggregated configs only")
+
+
+def _first_control_char(data: Any, path: str = "") -> tuple[str, str] | None:
+    """(key path, escaped character) of the first string with a control character inside ``data``."""
+    items = data.items() if isinstance(data, Mapping) else enumerate(data) if isinstance(data, (list, tuple)) else ()
+    for k, v in items:
+        where = f"{path}.{k}" if path else str(k)
+        found = (_control_chars(v) if isinstance(v, str) else None) or (
+            _control_chars(k) if isinstance(k, str) else None)
+        if found is not None:
+            return _short(where, 60) if len(where) > 60 else where, found
+        sub = _first_control_char(v, where)
+        if sub is not None:
+            return sub
+    return None
 
 
 def _concurrency_list(value: Any) -> tuple[int, ...]:
@@ -405,79 +473,6 @@ class Config(_Strict):
 # ---------------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys (PyYAML keeps the last one silently)."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    loader.flatten_mapping(node)
-    out: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            hash(key)
-        except TypeError:
-            mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"a mapping key must be a plain value, not {type(key).__name__} (line {mark.line + 1})", mark
-            ) from None
-        if key in out:
-            mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
-            )
-        try:
-            out[key] = loader.construct_object(value_node, deep=deep)
-        except (ValueError, OverflowError) as exc:  # e.g. a 5000-digit int, a date like 2024-13-45
-            detail = " ".join(str(exc).split())[:160]
-            raise yaml.constructor.ConstructorError(
-                None, None, f"bad value of {key!r}: {detail}", value_node.start_mark
-            ) from None
-    return out
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-# No YAML 1.1 base-60 numbers (YAML 1.2 dropped them): TensorRT-LLM writes ``job_time: 02:00:00``
-# unquoted, which PyYAML would read as the integer 7200. Same resolvers, same order, minus the
-# ``[-+]?[1-9][0-9_]*(:[0-5]?[0-9])+`` alternatives.
-_INT_RE = re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$")
-_FLOAT_RE = re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
-                       r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
-_NO_BASE_60 = {"tag:yaml.org,2002:int": _INT_RE, "tag:yaml.org,2002:float": _FLOAT_RE}
-_UniqueKeyLoader.yaml_implicit_resolvers = {
-    first: [(tag, _NO_BASE_60.get(tag, regexp)) for tag, regexp in resolvers]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read one YAML mapping; any problem is a ConfigError naming the file (and line)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(str(path), "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), "", f"cannot read: {exc}") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
-    except RecursionError:
-        raise ConfigError(str(path), "", "invalid YAML: nested too deeply") from None
-    except (ValueError, OverflowError) as exc:  # a scalar the constructors reject: 5000-digit int, 2024-13-45
-        detail = " ".join(str(exc).split())[:200]
-        raise ConfigError(str(path), "", f"invalid YAML: bad scalar value: {detail}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(str(path), "", f"{where}invalid YAML: {problem}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(str(path), "", f"top level must be a mapping, got {type(data).__name__}")
-    return data
-
-
 def kind_of(path: Path) -> Kind:
     """``aggr`` for files under an ``aggr/`` (ours) or ``aggregated/`` (TensorRT-LLM's) directory, else
     ``disagg``."""
@@ -561,6 +556,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any], *, so
     """Set dotted keys (``worker_config.gen.max_batch_size``) in a deep copy of ``data``."""
     out = _deep_copy(data)
     for dotted, value in overrides.items():
+        if dotted in ("name", "kind", "source"):
+            raise ConfigError(source, dotted, "is derived from the file name and place; it cannot be set")
         parts = dotted.split(".")
         node = out
         for i, part in enumerate(parts[:-1]):

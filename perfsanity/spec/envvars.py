@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -46,8 +47,9 @@ def parse_env_string(text: str) -> tuple[EnvAssignment, ...]:
             raise ValueError(f"{word!r} is not NAME=value")
         if not NAME_RE.match(name):
             raise ValueError(f"{name!r} is not a valid environment variable name")
-        if "\x00" in value:
-            raise ValueError(f"value of {name} contains a NUL byte")
+        bad = next((ch for ch in value if unicodedata.category(ch) == "Cc"), None)
+        if bad is not None:  # NUL, newline, ESC: values reach launch.sh and command lines
+            raise ValueError(f"value of {name} contains the control character {repr(bad)[1:-1]}")
         out.append(EnvAssignment(name, value))
     return tuple(out)
 

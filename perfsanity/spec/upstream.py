@@ -21,7 +21,7 @@ Contract (pure functions on plain data, no I/O except :func:`config_folders`/:fu
   llm-src root), see :func:`config_folders`.
 * **Compatibility keys.** ``environment.client_env_var`` is upstream's name of our
   ``benchmark_env_var``; ``slurm.job_time: 02:00:00`` unquoted stays the string it looks like
-  (:func:`perfsanity.spec.config.read_yaml` reads no YAML 1.1 base-60 numbers).
+  (:func:`perfsanity.spec.loader.read_yaml` reads no YAML 1.1 base-60 numbers).
 
 Every error is a :class:`~perfsanity.common.errors.ConfigError` naming the file and key.
 """

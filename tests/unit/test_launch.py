@@ -167,8 +167,8 @@ def test_render_prefix() -> None:
 def test_unsafe_sbatch_values_rejected(key: str, value: str) -> None:
     raw = mocker_raw()
     raw["slurm"][key] = value
-    config = config_from_dict(raw, name="t", source="t.yaml")
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError) as info:  # control characters already at load, the rest when rendering
+        config = config_from_dict(raw, name="t", source="t.yaml")
         render_prefix(config, build_topology(config), Path("/jobs/j1"))
     assert info.value.key_path == f"slurm.{key}"
     assert info.value.file == "t.yaml"
@@ -309,7 +309,7 @@ def test_l0_launch_sh_starts_the_golden_srun_steps(name: str, tmp_path: Path, h,
 
 INJECT_CONFIG = """
 metadata:
-  model_name: "m$(touch {m})`touch {m}`'\\";touch {m}\\nsecond line"
+  model_name: "m$(touch {m})`touch {m}`'\\";touch {m} | #second line"
   precision: "$(touch {m})"
   model_dir_name: "`touch {m}`"
   benchmark_type: "1k1k; touch {m}"
@@ -320,15 +320,15 @@ slurm:
   job_time: "00:10:00"
   mpi: "pmix$(touch {m})`touch {m}`"
   container_image: "img$(touch {m})`touch {m}`;x'\\""
-  container_mounts: "/a:/b,$(touch {m}):/c\\n;touch {m} '\\"`touch {m}`"
+  container_mounts: "/a:/b,$(touch {m}):/c | #;touch {m} '\\"`touch {m}`"
 hardware:
   gpus_per_node: 4
   num_ctx_servers: 1
   num_gen_servers: 1
 environment:
-  worker_env_var: 'A="$(touch {m})" B=''`touch {m}`'' C="x;touch {m}" D="line1\\nline2"'
+  worker_env_var: 'A="$(touch {m})" B=''`touch {m}`'' C="x;touch {m}" D="line1 | #line2"'
   server_env_var: 'E="$(touch {m})"'
-  model_path: "/models/$(touch {m})\\n`touch {m}`"
+  model_path: "/models/$(touch {m}) | #`touch {m}`"
   work_dir: "/w/'\\"$(touch {m})"
 accuracy:
   model_args_extra: "x=$(touch {m})"
