@@ -57,7 +57,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from perfsanity.common.errors import ConfigError, PerfsanityError
 from perfsanity.common.redact import mask_url
-from perfsanity.load.results_json import RunResult, flatten
+from perfsanity.load.results_json import RunResult, flatten, repeat_metrics
 from perfsanity.plan.jobmeta import JOB_META_FILE, MATCH_KEY_FIELDS, JobMeta, KeyField, MatchKeys, RunMeta, utc
 from perfsanity.results import migrations
 
@@ -387,7 +387,7 @@ class HistoryStore:
                         None, f"keys.{name}", f"{getattr(k, name)!r} does not match the run's "
                         f"{getattr(run, name)!r}"
                     )
-            metrics = {m: v for m, v in flatten(res).items() if math.isfinite(v)}
+            metrics = {m: v for m, v in (flatten(res) | repeat_metrics(res)).items() if math.isfinite(v)}
             valid, reason = meta.valid, meta.invalid_reason
             if valid and run.status == "failed":
                 valid, reason = False, "run failed: " + "; ".join(run.failures)[:500]
