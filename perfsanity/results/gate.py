@@ -592,17 +592,36 @@ def evaluate(
     config = config or GateConfig()
     now = utc(now) if now is not None else datetime.now(UTC)
     since = now - timedelta(days=config.lookback_days)
-    have_history = history is not None and keys is not None
-    tests: list[_Test] = []
-    for res in sorted(run.results, key=lambda r: r.concurrency):
-        records: list[HistoryRecord] = []
-        if history is not None and keys is not None:
+    records: dict[int, list[HistoryRecord]] | None = None
+    if history is not None and keys is not None:
+        records = {}
+        for res in run.results:
             k = keys.with_concurrency(res.concurrency) if isinstance(keys, MatchKeys) else keys.get(res.concurrency)
             if k is not None:
-                records = history.query(k, since=since, until=now, valid_only=True, post_merge_only=True)
+                records[res.concurrency] = history.query(k, since=since, until=now, valid_only=True,
+                                                         post_merge_only=True)
+    report = evaluate_records(run, records, config=config, pre_merge=pre_merge, now=now)
+    if history is not None:
+        report = report.model_copy(update={"history": history.masked_url})
+    return report
+
+
+def evaluate_records(
+    run: RunResult,
+    records: Mapping[int, Sequence[HistoryRecord]] | None,
+    *,
+    config: GateConfig,
+    pre_merge: bool,
+    now: datetime,
+) -> GateReport:
+    """:func:`evaluate` on history already selected: ``records`` per concurrency (valid post-merge,
+    oldest first, before ``now``), or None when there is no history at all."""
+    tests: list[_Test] = []
+    for res in sorted(run.results, key=lambda r: r.concurrency):
+        mine = records.get(res.concurrency, ()) if records is not None else ()
         for metric in config.metrics:
-            tests.append(_prepare(res, metric, records, config=config, pre_merge=pre_merge,
-                                  have_history=have_history, now=now))
+            tests.append(_prepare(res, metric, mine, config=config, pre_merge=pre_merge,
+                                  have_history=records is not None, now=now))
     family = [i for i, t in enumerate(tests) if t.pvalue is not None]
     levels: dict[int, float] = {}
     for i, (_rejected, level) in zip(family, holm([tests[i].pvalue or 1.0 for i in family], config.alpha),
@@ -613,7 +632,6 @@ def evaluate(
         config_name=run.config_name,
         pre_merge=pre_merge,
         evaluated_at=now,
-        history=history.masked_url if history is not None else None,
         lookback_days=config.lookback_days,
         alpha=config.alpha,
         family_size=len(family),
