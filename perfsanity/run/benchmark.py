@@ -1,5 +1,6 @@
-"""The BENCHMARK role: wait for the front door, check it serves, run the client once per
-concurrency, keep every finished result, and always write the status file that stops the servers.
+"""The BENCHMARK role: wait for the front door, check it serves, run the client ``benchmark.repeats``
+times per concurrency (their mean is the concurrency's result, each repeat kept inside it), keep
+every finished result, and always write the status file that stops the servers.
 
 It writes ``results.json`` (after every concurrency, and once more at the end with the validity
 failures and the status) and ``rendezvous/benchmark.status``, and nothing else: no gate, no history,
@@ -19,10 +20,12 @@ from perfsanity.common.processes import ProcessSet
 from perfsanity.common.waits import wait_until
 from perfsanity.load import get_client
 from perfsanity.load.base import ClientRun
+from perfsanity.load.repeats import combine
 from perfsanity.load.results_json import ConcurrencyResult, RunResult
 from perfsanity.load.summary import format_table
 from perfsanity.load.validity import check as validity_check
 from perfsanity.run.job import Job, client_model_name, model_path, resolve_argv
+from perfsanity.spec.config import DEFAULT_REPEATS
 
 
 def front_door_roles(job: Job) -> list[str]:
@@ -58,7 +61,8 @@ def wait_ready(job: Job, url: str, model: str) -> None:
                on_timeout=lambda: f"last answer: {last['seen']}")
 
 
-def run_one(job: Job, run: ClientRun, client_name: str) -> ConcurrencyResult:
+def run_one(job: Job, run: ClientRun, client_name: str, tag: str = "") -> ConcurrencyResult:
+    """One client run; ``tag`` (e.g. ``-r2``) names the repeat in the log file."""
     client = get_client(client_name)
     cmd = client.command(run)
     run.out_dir.mkdir(parents=True, exist_ok=True)
@@ -67,7 +71,7 @@ def run_one(job: Job, run: ClientRun, client_name: str) -> ConcurrencyResult:
         env.pop(name, None)
     env.update(cmd.env_set)
     argv = resolve_argv(tuple(cmd.argv), cmd.tool)
-    log = job.job_dir / "logs" / f"client-c{run.concurrency}.log"
+    log = job.job_dir / "logs" / f"client-c{run.concurrency}{tag}.log"
     limit = job.config.timeouts.client_per_concurrency
     job.log(f"concurrency {run.concurrency}: {run.num_prompts} requests; {' '.join(argv)}")
     with ProcessSet() as procs:
@@ -88,6 +92,41 @@ def run_one(job: Job, run: ClientRun, client_name: str) -> ConcurrencyResult:
             raise PerfsanityError(f"{client_name} at concurrency {run.concurrency} exited with code "
                                   f"{proc.poll()} (log {log})\n--- last lines of the client log ---\n{proc.tail(30)}")
     return client.parse(run)
+
+
+def run_repeats(job: Job, url: str, model: str, tokenizer: str, conc: int) -> tuple[ConcurrencyResult, list[str]]:
+    """Every repeat of one concurrency (``benchmark.repeats``; unset: up to DEFAULT_REPEATS, stopping
+    before a repeat that would end past ``timeouts.client_per_concurrency``), combined into their mean.
+    A repeat that fails the validity check ends the concurrency: its reasons are returned."""
+    bench = job.config.benchmark
+    wanted = bench.repeats or DEFAULT_REPEATS
+    budget = job.config.timeouts.client_per_concurrency
+    repeats: list[ConcurrencyResult] = []
+    problems: list[str] = []
+    started = time.monotonic()
+    for i in range(wanted):
+        out_dir = job.job_dir / "client" / f"c{conc}"
+        run = ClientRun(
+            url=url, model_name=model, tokenizer=tokenizer, concurrency=conc,
+            num_prompts=bench.num_prompts(conc), input_length=bench.input_length,
+            output_length=bench.output_length, streaming=bench.streaming,
+            request_timeout_s=bench.request_timeout_s, random_seed=bench.random_seed,
+            warmup_requests=bench.warmup_requests, dataset_file=bench.dataset_file,
+            out_dir=out_dir / f"r{i}" if wanted > 1 else out_dir, total_gpus=job.topology.total_gpus,
+        )
+        repeats.append(run_one(job, run, bench.client, tag=f"-r{i}" if wanted > 1 else ""))
+        problems = validity_check(repeats[-1], requested=run.num_prompts, max_failed_rate=bench.max_failed_rate,
+                                  streaming=bench.streaming)
+        if problems:
+            break
+        spent = time.monotonic() - started
+        if bench.repeats is None and len(repeats) < wanted and spent * (len(repeats) + 1) / len(repeats) > budget:
+            job.log(f"concurrency {conc}: {len(repeats)} of {wanted} repeats; another would end past "
+                    f"timeouts.client_per_concurrency ({budget} s; {spent:.0f} s so far)")
+            break
+    if wanted > 1:
+        job.log(f"concurrency {conc}: mean of {len(repeats)} repeat(s)")
+    return combine(repeats), problems
 
 
 def run_benchmark(job: Job) -> None:
@@ -112,18 +151,8 @@ def run_benchmark(job: Job) -> None:
         job.log(f"{url} serves {model!r} ({ready_s:.1f}s after the benchmark started)")
         tokenizer = model_path(job)
         for conc in bench.concurrency_list:
-            run = ClientRun(
-                url=url, model_name=model, tokenizer=tokenizer, concurrency=conc,
-                num_prompts=bench.num_prompts(conc), input_length=bench.input_length,
-                output_length=bench.output_length, streaming=bench.streaming,
-                request_timeout_s=bench.request_timeout_s, random_seed=bench.random_seed,
-                warmup_requests=bench.warmup_requests, dataset_file=bench.dataset_file,
-                out_dir=job.job_dir / "client" / f"c{conc}", total_gpus=job.topology.total_gpus,
-            )
-            result = run_one(job, run, bench.client)
+            result, problems = run_repeats(job, url, model, tokenizer, conc)
             results.append(result)
-            problems = validity_check(result, requested=run.num_prompts, max_failed_rate=bench.max_failed_rate,
-                                      streaming=bench.streaming)
             failures.extend(problems)
             run_result = run_result.model_copy(update={"results": tuple(results), "failures": tuple(failures)})
             run_result.write(job.job_dir / "results.json")
