@@ -94,6 +94,14 @@ def run_one(job: Job, run: ClientRun, client_name: str, tag: str = "") -> Concur
     return client.parse(run)
 
 
+def another_repeat_fits(done: int, spent_s: float, budget_s: float, *, pinned: int | None) -> bool:
+    """With ``benchmark.repeats`` unset (``pinned`` None): does one more repeat, as long as the mean so
+    far, still end within ``budget_s`` of the concurrency's start? A pinned count always runs."""
+    if pinned is not None or done == 0:
+        return True
+    return spent_s * (done + 1) / done <= budget_s
+
+
 def run_repeats(job: Job, url: str, model: str, tokenizer: str, conc: int) -> tuple[ConcurrencyResult, list[str]]:
     """Every repeat of one concurrency (``benchmark.repeats``; unset: up to DEFAULT_REPEATS, stopping
     before a repeat that would end past ``timeouts.client_per_concurrency``), combined into their mean.
@@ -120,7 +128,7 @@ def run_repeats(job: Job, url: str, model: str, tokenizer: str, conc: int) -> tu
         if problems:
             break
         spent = time.monotonic() - started
-        if bench.repeats is None and len(repeats) < wanted and spent * (len(repeats) + 1) / len(repeats) > budget:
+        if len(repeats) < wanted and not another_repeat_fits(len(repeats), spent, budget, pinned=bench.repeats):
             job.log(f"concurrency {conc}: {len(repeats)} of {wanted} repeats; another would end past "
                     f"timeouts.client_per_concurrency ({budget} s; {spent:.0f} s so far)")
             break
