@@ -185,7 +185,7 @@ def change_points(rng: np.random.Generator, trials: int, noise: float, drop: flo
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=2000, help="job-nights per condition of the shipped rule")
-    p.add_argument("--side-trials", type=int, default=500, help="per condition of the other scenarios")
+    p.add_argument("--side-trials", type=int, default=300, help="per condition of the other scenarios")
     p.add_argument("--cp-trials", type=int, default=200, help="series per change-point condition (0: skip)")
     p.add_argument("--full-path-trials", type=int, default=6, help="trials through SQLite + gate.evaluate")
     p.add_argument("--seed", type=int, default=1)

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-#: family-wise false-alarm rate per job-night (all gated metrics × concurrencies of one job)
-DEFAULT_ALPHA = 0.01
+#: family-wise false-alarm rate per job-night (all gated metrics × concurrencies of one job): half the
+#: 1 % target, so the measured rate stays below it (benchmarks/gate_power.py)
+DEFAULT_ALPHA = 0.005
 
 
 @dataclass(frozen=True)

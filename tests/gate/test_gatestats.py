@@ -9,6 +9,7 @@ import pytest
 
 from perfsanity.load.repeats import combine
 from perfsanity.load.results_json import ConcurrencyResult, LatencyStats, repeat_metrics
+from perfsanity.results.gate import GateConfig
 from perfsanity.results.gatestats import (
     Sample,
     detection_power,
@@ -52,10 +53,10 @@ def test_pooled_noise_combines_within_and_between():
 
 def test_default_repeats_come_from_the_power_math():
     """5 % drop at 2 % noise, 12 tests (6 metrics × 2 concurrencies) at 1 % per job-night, 30 trailing jobs."""
-    n = required_repeats(drop_pct=5.0, noise_pct=2.0, power=0.95, m=30, family=12, alpha=0.01, floor_pct=2.0)
-    assert n is not None and n <= DEFAULT_REPEATS
-    # and with history made of single runs (before repeats existed) it still reaches the target
-    assert detection_power(drop_pct=5.0, noise_pct=2.0, n=DEFAULT_REPEATS, m=30, family=12, floor_pct=2.0) >= 0.95
+    cfg = GateConfig()
+    n = required_repeats(drop_pct=5.0, noise_pct=2.0, power=0.95, m=cfg.baseline_records, family=12, alpha=cfg.alpha,
+                         floor_pct=cfg.default_threshold.post_merge_pct)
+    assert n == DEFAULT_REPEATS
     assert detection_power(drop_pct=5.0, noise_pct=2.0, n=1, m=30, family=12) < 0.5  # one run cannot
 
 
