@@ -3,7 +3,8 @@
 The combined result keeps every repeat (``repeats``) and the sample standard deviation of each flat
 metric across them (``spread``), which the gate pools into its noise estimate. Counts (requests,
 tokens, duration) are summed; rates and latency statistics are averaged, so the mean of n repeats is
-what the gate compares with history.
+what the gate compares with history. One client_saturated repeat makes the whole point so, and a
+latency dropped as degenerate in any repeat is dropped from the mean.
 """
 
 from __future__ import annotations
@@ -52,8 +53,17 @@ def combine(repeats: Sequence[ConcurrencyResult]) -> ConcurrencyResult:
         fields[name] = _mean([getattr(r, name) for r in repeats])
     for lat in LATENCY_FIELDS:
         fields[lat] = LatencyStats(**{s: _mean([getattr(getattr(r, lat), s) for r in repeats]) for s in STAT_FIELDS})
+    saturated = [(i, r) for i, r in enumerate(repeats) if r.validity == "client_saturated"]
+    if saturated:  # one saturated repeat makes the mean a client figure too
+        fields["validity"] = "client_saturated"
+        fields["evidence"] = tuple(f"repeat {i}: {e}" for i, r in saturated for e in r.evidence)
+    fields["invalid_metrics"] = {k: v for r in repeats for k, v in r.invalid_metrics.items()}
+    shared = set.intersection(*(set(r.client_stats) for r in repeats))
+    fields["client_stats"] = {k: statistics.fmean(r.client_stats[k] for r in repeats) for k in sorted(shared)}
     flats = [flatten(r) for r in repeats]
     common = set.intersection(*(set(f) for f in flats))
     spread = {m: statistics.stdev(f[m] for f in flats) for m in sorted(common)}
     plain = tuple(r.model_copy(update={"repeats": (), "spread": {}}) for r in repeats)
+    for lat in fields["invalid_metrics"]:  # type: ignore[union-attr]
+        fields[lat] = LatencyStats()
     return ConcurrencyResult(**fields, repeats=plain, spread=spread)  # type: ignore[arg-type]

@@ -52,6 +52,13 @@ class ConcurrencyResult(BaseModel):
     itl: LatencyStats = LatencyStats()
     e2e: LatencyStats = LatencyStats()
     raw_path: str | None = Field(default=None, description="client output file this was parsed from")
+    validity: Literal["valid", "client_saturated"] = Field(
+        default="valid", description="client_saturated: the client, not the server, limited this point")
+    evidence: tuple[str, ...] = Field(default=(), description="why the point is client_saturated")
+    invalid_metrics: dict[str, str] = Field(
+        default={}, description="latency group (ttft/tpot/itl/e2e) → why its basis is degenerate (values dropped)")
+    client_stats: dict[str, float] = Field(
+        default={}, description="the client's own health figures (credit→start latency, chunks, client cores)")
     repeats: tuple[ConcurrencyResult, ...] = Field(
         default=(), description="each repeat (benchmark.repeats > 1); the fields above are then their mean")
     spread: dict[str, float] = Field(

@@ -309,7 +309,8 @@ class Verdict(StrEnum):
     WARN = "WARN"  # post-merge regression: recorded, job not failed
     FAIL = "FAIL"  # pre-merge regression: job fails
     NO_BASELINE = "NO_BASELINE"  # nothing pinned and too little history
-    NO_VALUE = "NO_VALUE"  # the run did not report this metric
+    NO_VALUE = "NO_VALUE"  # the run did not report this metric (or its basis was degenerate)
+    CLIENT_SATURATED = "CLIENT_SATURATED"  # the client, not the server, set this point's numbers: not gated
 
 
 class MetricVerdict(BaseModel):
@@ -369,6 +370,8 @@ class GateReport(BaseModel):
                 return level
         if Verdict.PASS in found:
             return Verdict.PASS
+        if found and found <= {Verdict.CLIENT_SATURATED, Verdict.NO_VALUE}:
+            return Verdict.CLIENT_SATURATED
         return Verdict.NO_BASELINE
 
     @property
@@ -387,7 +390,10 @@ class GateReport(BaseModel):
             counts[v.verdict.value] += 1
         parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         kind = "pre-merge" if self.pre_merge else "post-merge"
-        return f"{self.config_name}: {self.verdict.value} ({kind}; {parts or 'nothing gated'})"
+        text = f"{self.config_name}: {self.verdict.value} ({kind}; {parts or 'nothing gated'})"
+        if self.verdict is Verdict.CLIENT_SATURATED:
+            text += ": every point is client_saturated, so nothing measured the server (see the job log)"
+        return text
 
     def write(self, path: Path) -> None:
         data = self.model_dump(mode="json")
@@ -483,6 +489,8 @@ class _Test(BaseModel):
     df: int
     pvalue: float | None
     change_point: str
+    saturated: bool = False
+    degenerate: str = ""
 
 
 def _change_point(samples: list[tuple[HistoryRecord, Sample]], today: Sample | None, metric: str,
@@ -512,6 +520,11 @@ def _prepare(res: ConcurrencyResult, metric: str, records: Sequence[HistoryRecor
              pre_merge: bool, have_history: bool, now: datetime) -> _Test:
     higher = higher_is_better(metric)
     today = result_sample(res, metric)
+    if res.validity == "client_saturated":  # never gated as a server regression, never in the family
+        return _Test(concurrency=res.concurrency, metric=metric, higher=higher, floor_pct=0.0,
+                     value=today.mean if today is not None else None, repeats=today.n if today is not None else 1,
+                     baseline=None, source="none", days=0, runs=0, note="client_saturated: " + "; ".join(res.evidence),
+                     sigma_pct=None, se_pct=None, df=0, pvalue=None, change_point="", saturated=True)
     samples = [(r, s) for r in records if (s := record_sample(r.metrics, metric)) is not None]
     days = len({utc(r.timestamp).date() for r, _ in samples})
     trailing = samples[-config.baseline_records:]
@@ -547,6 +560,7 @@ def _prepare(res: ConcurrencyResult, metric: str, records: Sequence[HistoryRecor
     if config.change_points and source in ("history", "main-latest"):
         change_point = _change_point(samples, today, metric, now)
     return _Test(
+        degenerate=res.invalid_metrics.get(metric.split("_", 1)[0], ""),
         concurrency=res.concurrency, metric=metric, higher=higher,
         floor_pct=config.threshold(metric).pct(pre_merge=pre_merge),
         value=today.mean if today is not None else None, repeats=today.n if today is not None else 1,
@@ -556,6 +570,10 @@ def _prepare(res: ConcurrencyResult, metric: str, records: Sequence[HistoryRecor
 
 
 def _verdict(t: _Test, level: float | None, *, config: GateConfig, pre_merge: bool) -> MetricVerdict:
+    if t.saturated:
+        return MetricVerdict(concurrency=t.concurrency, metric=t.metric, value=t.value, baseline=None,
+                             baseline_source="none", delta_pct=None, threshold_pct=0.0, higher_is_better=t.higher,
+                             verdict=Verdict.CLIENT_SATURATED, note=t.note, repeats=t.repeats)
     if t.se_pct is not None and level is not None:
         threshold = max(t.floor_pct, critical_t(level, t.df) * t.se_pct)
     elif config.threshold_configured(t.metric):  # no noise estimate: the operator's own threshold
@@ -564,7 +582,10 @@ def _verdict(t: _Test, level: float | None, *, config: GateConfig, pre_merge: bo
         threshold = max(t.floor_pct, config.unknown_noise_pct)
     verdict, delta = judge(value=t.value, baseline=t.baseline, higher=t.higher, threshold_pct=threshold,
                            pre_merge=pre_merge)
-    note = "metric missing from results" if verdict is Verdict.NO_VALUE else t.note
+    if verdict is Verdict.NO_VALUE:
+        note = f"invalid for this point: {t.degenerate}" if t.degenerate else "metric missing from results"
+    else:
+        note = t.note
     return MetricVerdict(
         concurrency=t.concurrency, metric=t.metric, value=t.value, baseline=t.baseline,
         baseline_source=t.source,  # type: ignore[arg-type]

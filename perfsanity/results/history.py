@@ -362,8 +362,8 @@ class HistoryStore:
         """Store every concurrency of ``run``; returns the new record ids in ``run.results`` order.
 
         ``keys`` is either common keys (their ``concurrency`` is replaced by each result's) or a mapping
-        concurrency → keys. A run whose status is ``failed``, or a concurrency with no completed
-        request, is stored as invalid (it never feeds a baseline).
+        concurrency → keys. A run whose status is ``failed``, a concurrency with no completed
+        request, or a client_saturated one is stored as invalid (it never feeds a baseline).
         """
         meta = meta or RunMeta()
         ts = meta.resolved_timestamp()
@@ -393,6 +393,8 @@ class HistoryStore:
                 valid, reason = False, "run failed: " + "; ".join(run.failures)[:500]
             if valid and res.completed == 0:
                 valid, reason = False, "no completed requests"
+            if valid and res.validity == "client_saturated":
+                valid, reason = False, ("client_saturated: " + "; ".join(res.evidence))[:500]
             rows.append(
                 _Record(
                     run_uid=run_uid,

@@ -105,7 +105,7 @@ def gate_testcase(v: MetricVerdict, config_name: str) -> ET.Element:
     elif v.verdict is Verdict.WARN:
         out = ET.SubElement(case, "system-out")
         out.text = clean(f"PERF REGRESSION (post-merge, warning only): {text}")
-    elif v.verdict in (Verdict.NO_BASELINE, Verdict.NO_VALUE):
+    elif v.verdict in (Verdict.NO_BASELINE, Verdict.NO_VALUE, Verdict.CLIENT_SATURATED):
         ET.SubElement(case, "skipped", message=clean(f"{v.verdict.value}: {v.note or text}"))
     else:
         out = ET.SubElement(case, "system-out")

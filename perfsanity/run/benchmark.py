@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 
 from perfsanity.common.errors import PerfsanityError, WaitTimeout
-from perfsanity.common.processes import ProcessSet
+from perfsanity.common.processes import ProcessSet, TreeCpu, node_cores
 from perfsanity.common.waits import wait_until
 from perfsanity.load import get_client
 from perfsanity.load.base import ClientRun
@@ -24,6 +24,7 @@ from perfsanity.load.repeats import combine
 from perfsanity.load.results_json import ConcurrencyResult, RunResult
 from perfsanity.load.summary import format_table
 from perfsanity.load.validity import check as validity_check
+from perfsanity.load.validity import cores_needed, mark
 from perfsanity.run.job import Job, client_model_name, model_path, resolve_argv
 from perfsanity.spec.config import DEFAULT_REPEATS
 
@@ -76,9 +77,11 @@ def run_one(job: Job, run: ClientRun, client_name: str, tag: str = "") -> Concur
     job.log(f"concurrency {run.concurrency}: {run.num_prompts} requests; {' '.join(argv)}")
     with ProcessSet() as procs:
         proc = procs.start(f"{client_name} c{run.concurrency}", argv, env=env, log_path=log, cwd=run.out_dir)
+        cpu = TreeCpu(proc.pid)
 
         def finished() -> bool:
             job.rendezvous.raise_if_failed()
+            cpu.sample()
             return proc.poll() is not None
 
         try:
@@ -91,7 +94,10 @@ def run_one(job: Job, run: ClientRun, client_name: str, tag: str = "") -> Concur
             # first line = the failure as recorded in results.json / junit; the tail follows
             raise PerfsanityError(f"{client_name} at concurrency {run.concurrency} exited with code "
                                   f"{proc.poll()} (log {log})\n--- last lines of the client log ---\n{proc.tail(30)}")
-    return client.parse(run)
+    result = client.parse(run)
+    tree, busiest = cpu.cores()
+    stats = {**result.client_stats, "client_cores": round(tree, 3), "client_busiest_process_cores": round(busiest, 3)}
+    return mark(result.model_copy(update={"client_stats": stats}), node_cores=node_cores())
 
 
 def another_repeat_fits(done: int, spent_s: float, budget_s: float, *, pinned: int | None) -> bool:
@@ -137,6 +143,20 @@ def run_repeats(job: Job, url: str, model: str, tokenizer: str, conc: int) -> tu
     return combine(repeats), problems
 
 
+def say_saturation(job: Job, results: list[ConcurrencyResult]) -> None:
+    """Job summary of the client_saturated points: the evidence, and the cores the client would need."""
+    saturated = [r for r in results if r.validity == "client_saturated"]
+    cores = node_cores()
+    for r in saturated:
+        need = cores_needed(r)
+        need_text = f"; measuring it needs ~{need} client cores (this node has {cores})" if need else ""
+        job.log(f"concurrency {r.concurrency}: client_saturated, not gated or baselined: "
+                f"{'; '.join(r.evidence)}{need_text}")
+    if results and len(saturated) == len(results):
+        job.log(f"every point ({', '.join(f'c{r.concurrency}' for r in results)}) is client_saturated: these "
+                f"numbers measure the client on {cores} core(s), not the server; nothing will be gated or baselined")
+
+
 def run_benchmark(job: Job) -> None:
     cfg = job.config
     bench = cfg.benchmark
@@ -165,6 +185,7 @@ def run_benchmark(job: Job) -> None:
             run_result = run_result.model_copy(update={"results": tuple(results), "failures": tuple(failures)})
             run_result.write(job.job_dir / "results.json")
             print(format_table(results), flush=True)
+        say_saturation(job, results)
         status = "failed" if failures else "passed"
     except (PerfsanityError, KeyboardInterrupt) as exc:
         msg = str(exc) if not isinstance(exc, KeyboardInterrupt) else "interrupted (SIGTERM/SIGINT)"

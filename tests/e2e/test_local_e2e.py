@@ -15,7 +15,7 @@ ROUNDS = 2  # e2e.FAST: benchmark.multi_round=2
 REPEATS = 2  # benchmark.repeats: each concurrency's result is the mean of 2 client runs
 INPUT_LEN, OUTPUT_LEN = 128, 32
 TABLE_HEAD = ("conc", "done/req", "fail", "out tok/s", "tok/s/user", "TTFT p50 ms", "TTFT p99 ms",
-              "TPOT p50 ms", "ITL p50 ms", "E2E p50 ms")
+              "TPOT p50 ms", "ITL p50 ms", "E2E p50 ms", "runs", "validity")
 
 
 def last_table(stdout: str) -> dict[int, dict[str, str]]:
@@ -54,6 +54,9 @@ def test_local_mocker_ctx1_gen1_through_the_cli(jobs, e2e):
         mean = sum(rep["output_token_throughput"] for rep in r["repeats"]) / REPEATS
         assert abs(r["output_token_throughput"] - mean) < 1e-6 * mean, r
         assert r["spread"]["output_token_throughput"] >= 0 and "ttft_median" in r["spread"], r
+        # the client's own evidence was read and judged (a saturated point would carry its reasons)
+        assert r["client_stats"]["client_cores"] > 0 and "credit_to_start_mean_ms" in r["client_stats"], r
+        assert (r["validity"] == "valid") == (not r["evidence"]), r
         assert r["output_token_throughput"] > 0 and r["request_throughput"] > 0, r
         assert r["total_token_throughput"] > r["output_token_throughput"], r
         assert 0 < r["ttft"]["median"] <= r["ttft"]["p99"] < 10_000, f"c{c} TTFT {r['ttft']}"
@@ -85,5 +88,6 @@ def test_local_mocker_ctx1_gen1_through_the_cli(jobs, e2e):
     assert sorted(table) == list(CONCURRENCIES), run.stdout[-3000:]
     for c, row in table.items():
         assert row["done/req"] == f"{c * ROUNDS * REPEATS}/{c * ROUNDS * REPEATS}" and row["fail"] == "0", row
+        assert row["runs"] == str(REPEATS) and row["validity"].split(",")[0] in ("valid", "client_saturated"), row
         for col in ("out tok/s", "TTFT p50 ms", "ITL p50 ms"):
             assert float(row[col].replace(",", "")) > 0, (c, col, row)
