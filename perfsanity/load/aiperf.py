@@ -257,11 +257,17 @@ class AiperfClient(ClientBase):
 def _client_stats(path: Path, s: AiperfSummary) -> dict[str, float]:
     """The client's own health figures, for the saturation check (:mod:`perfsanity.load.validity`)."""
     out: dict[str, float] = {}
-    if s.credit_to_start_latency is not None:
-        lat = _latency(path, "credit_to_start_latency", s.credit_to_start_latency)
+    cts = s.credit_to_start_latency
+    if cts is not None:
+        lat = _latency(path, "credit_to_start_latency", cts)
         for key, value in (("credit_to_start_mean_ms", lat.mean), ("credit_to_start_p99_ms", lat.p99)):
             if value is not None:
                 out[key] = value
+        total, worst, count = finite(cts.sum), finite(cts.max), cts.count
+        if total is not None and worst is not None and count is not None and count >= 3:
+            # the mean without the single worst request: the first one also pays connection set-up
+            out["credit_to_start_trimmed_mean_ms"] = (total - worst) / (count - 1) * _to_ms_factor(
+                path, "credit_to_start_latency", cts)
     for key, metric, stat in (("effective_concurrency", s.effective_concurrency, "avg"),
                               ("chunks_per_request_p50", s.http_req_chunks_received, "p50"),
                               ("output_tokens_per_request_p50", s.output_sequence_length, "p50")):

@@ -24,7 +24,8 @@ import math
 from perfsanity.load.results_json import ConcurrencyResult, LatencyStats
 
 #: share of each request slot's cycle the client spent holding a due request back (credit→start /
-#: (credit→start + request latency)): the load it failed to offer, so the throughput error it causes
+#: (credit→start + request latency), means without the worst request, judged from 3 requests on):
+#: the load it failed to offer, so the throughput error it causes
 MAX_OFFER_DEFICIT = 0.02
 #: the client's process tree on the node's cores, or its busiest process on one core
 MAX_CLIENT_CORES_SHARE = 0.9
@@ -46,7 +47,7 @@ def cores_needed(result: ConcurrencyResult) -> int | None:
 
 
 def _offer_deficit(result: ConcurrencyResult) -> float | None:
-    cts = result.client_stats.get("credit_to_start_mean_ms")
+    cts = result.client_stats.get("credit_to_start_trimmed_mean_ms")
     e2e = result.e2e.mean
     if cts is None or e2e is None or cts + e2e <= 0:
         return None
@@ -60,7 +61,7 @@ def mark(result: ConcurrencyResult, *, node_cores: int | None = None) -> Concurr
     evidence: list[str] = []
     deficit = _offer_deficit(result)
     if deficit is not None and deficit > MAX_OFFER_DEFICIT:
-        evidence.append(f"the client held each due request back {stats['credit_to_start_mean_ms']:.1f} ms on "
+        evidence.append(f"the client held each due request back {stats['credit_to_start_trimmed_mean_ms']:.1f} ms on "
                         f"average ({deficit:.1%} of each request's cycle, limit {MAX_OFFER_DEFICIT:.0%}): "
                         "the load it offered fell short of the concurrency")
     cores = stats.get("client_cores")

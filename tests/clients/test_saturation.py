@@ -41,6 +41,7 @@ def test_real_c1_c4_points_of_this_box_are_valid(tmp_path, conc):
     r = _parse(tmp_path, conc)
     stats = r.client_stats
     assert 1.0 < stats["credit_to_start_mean_ms"] < 5.0 and stats["credit_to_start_p99_ms"] > 5.0
+    assert 0.5 < stats["credit_to_start_trimmed_mean_ms"] < stats["credit_to_start_mean_ms"]
     assert stats["chunks_per_request_p50"] >= 26 and stats["output_tokens_per_request_p50"] == 32
     assert 0.9 * conc < stats["effective_concurrency"] <= conc
     marked = mark(r.model_copy(update={"client_stats": {**stats, "client_cores": 0.4,
@@ -51,8 +52,9 @@ def test_real_c1_c4_points_of_this_box_are_valid(tmp_path, conc):
 
 def test_a_client_that_holds_requests_back_is_saturated(tmp_path):
     # the same run with aiperf 8 ms late per request (as measured at c2 on a busy 2-core box)
-    def late(data):
-        data["credit_to_start_latency"]["avg"] = 8.2
+    def late(data):  # sum − max over count − 1 = 8.2 ms
+        cts = data["credit_to_start_latency"]
+        cts["sum"] = cts["max"] + 8.2 * (cts["count"] - 1)
 
     r = mark(_parse(tmp_path, 4, late), node_cores=2)
     assert r.validity == "client_saturated"
@@ -87,7 +89,8 @@ def test_coalesced_chunks_make_itl_invalid_not_zero(tmp_path):
 
 def test_marks_survive_repeats_gate_and_history(tmp_path):
     def late(data):
-        data["credit_to_start_latency"]["avg"] = 30.0
+        cts = data["credit_to_start_latency"]
+        cts["sum"] = cts["max"] + 30.0 * (cts["count"] - 1)
 
     ok = mark(_parse(tmp_path / "a", 4), node_cores=2)
     bad = mark(_parse(tmp_path / "b", 4, late), node_cores=2)

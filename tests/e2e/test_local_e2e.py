@@ -60,9 +60,12 @@ def test_local_mocker_ctx1_gen1_through_the_cli(jobs, e2e):
         assert r["output_token_throughput"] > 0 and r["request_throughput"] > 0, r
         assert r["total_token_throughput"] > r["output_token_throughput"], r
         assert 0 < r["ttft"]["median"] <= r["ttft"]["p99"] < 10_000, f"c{c} TTFT {r['ttft']}"
-        assert 0 < r["itl"]["median"] < 1_000, f"c{c} ITL {r['itl']}"
+        if "itl" in r["invalid_metrics"]:  # a client that fell behind coalesced chunks: ITL dropped, with why
+            assert r["itl"]["median"] is None and "chunks per request" in r["invalid_metrics"]["itl"], r
+        else:
+            assert 0 < r["itl"]["median"] < 1_000, f"c{c} ITL {r['itl']}"
         assert r["ttft"]["median"] < r["e2e"]["median"] < 60_000, f"c{c} E2E {r['e2e']}"
-        assert r["itl"]["median"] * (OUTPUT_LEN - 1) < r["e2e"]["median"] * 2, f"c{c}: ITL vs E2E {r}"
+        assert (r["itl"]["median"] or 0) * (OUTPUT_LEN - 1) < r["e2e"]["median"] * 2, f"c{c}: ITL vs E2E {r}"
 
     # junit.xml parses; one gate testcase per (concurrency, metric); nothing failed
     xml = JUnitXml.fromfile(str(run.out / "junit.xml"))
@@ -90,4 +93,7 @@ def test_local_mocker_ctx1_gen1_through_the_cli(jobs, e2e):
         assert row["done/req"] == f"{c * ROUNDS * REPEATS}/{c * ROUNDS * REPEATS}" and row["fail"] == "0", row
         assert row["runs"] == str(REPEATS) and row["validity"].split(",")[0] in ("valid", "client_saturated"), row
         for col in ("out tok/s", "TTFT p50 ms", "ITL p50 ms"):
+            if col == "ITL p50 ms" and "itl invalid" in row["validity"]:
+                assert row[col] == "-", row  # dropped, never shown as 0
+                continue
             assert float(row[col].replace(",", "")) > 0, (c, col, row)
