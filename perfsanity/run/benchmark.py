@@ -62,6 +62,21 @@ def wait_ready(job: Job, url: str, model: str) -> None:
                on_timeout=lambda: f"last answer: {last['seen']}")
 
 
+def wait_whole_path(job: Job) -> str:
+    """Block until every worker and the front door have published, then until a 1-token completion
+    through the front door returns 200; returns the front door's URL. Routers that discover workers
+    themselves (Dynamo) start before the workers, so the door alone is not the whole path."""
+    cfg = job.config
+    door = front_door_roles(job)
+    needed = list(dict.fromkeys([*(p.role for p in job.topology.workers), *door]))
+    job.log(f"waiting for {', '.join(needed)}")
+    addrs = job.rendezvous.wait_for(needed, timeout_s=cfg.timeouts.server_ready + cfg.timeouts.router_ready,
+                                    waiter=job.role)
+    url = addrs[door[0]].url
+    wait_ready(job, url, client_model_name(job))
+    return url
+
+
 def run_one(job: Job, run: ClientRun, client_name: str, tag: str = "") -> ConcurrencyResult:
     """One client run; ``tag`` (e.g. ``-r2``) names the repeat in the log file."""
     client = get_client(client_name)
@@ -168,13 +183,8 @@ def run_benchmark(job: Job) -> None:
                            total_gpus=job.topology.total_gpus)
     t_start = time.monotonic()
     try:
-        door = front_door_roles(job)
-        job.log(f"waiting for {', '.join(door)}")
-        addrs = rdv.wait_for(door, timeout_s=cfg.timeouts.server_ready + cfg.timeouts.router_ready,
-                             waiter=job.role)
-        url = addrs[door[0]].url
+        url = wait_whole_path(job)
         model = client_model_name(job)
-        wait_ready(job, url, model)
         ready_s = time.monotonic() - t_start
         job.log(f"{url} serves {model!r} ({ready_s:.1f}s after the benchmark started)")
         tokenizer = model_path(job)
