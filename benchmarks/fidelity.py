@@ -129,6 +129,7 @@ def run_point(conc: int, n_req: int, args, work: Path, server_args: list[str]) -
     stats = dict(res.client_stats)
     if aiperf_cpu is not None and window_s:
         stats["client_cores"] = aiperf_cpu / window_s
+    stats["node_busy_share"] = machine["busy_cores"] / node_cores()
     marked = mark(res.model_copy(update={"client_stats": stats}), node_cores=node_cores())
     errors = {"ttft_p50": rel_err(res.ttft.median, truth["ttft_law_p50"]),
               "ttft_p99": rel_err(res.ttft.p99, truth["ttft_law_p99"]),

@@ -186,6 +186,19 @@ def node_cores() -> int:
         return os.cpu_count() or 1
 
 
+class NodeBusy:
+    """Share of the machine's CPU time that was busy between construction and :meth:`share`."""
+
+    def __init__(self) -> None:
+        self._start = psutil.cpu_times()
+
+    def share(self) -> float:
+        end = psutil.cpu_times()
+        total = sum(end) - sum(self._start)
+        idle = (end.idle - self._start.idle) + (getattr(end, "iowait", 0.0) - getattr(self._start, "iowait", 0.0))
+        return 0.0 if total <= 0 else max(0.0, min(1.0, 1.0 - idle / total))
+
+
 class TreeCpu:
     """CPU seconds of a process and its descendants, sampled by :meth:`sample` (call it while they run;
     a process that exits between samples keeps its last sampled CPU time)."""

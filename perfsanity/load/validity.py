@@ -30,6 +30,8 @@ MAX_OFFER_DEFICIT = 0.02
 #: the client's process tree on the node's cores, or its busiest process on one core
 MAX_CLIENT_CORES_SHARE = 0.9
 MAX_PROCESS_CORE_SHARE = 0.85
+#: the node's cores busy (client, servers and anything else) while the client ran
+MAX_NODE_BUSY_SHARE = 0.9
 #: ITL is the gap between streamed chunks: with far fewer chunks than tokens it measures the client
 MIN_CHUNKS_PER_TOKEN = 0.5
 #: tokens per second one aiperf core streams on a paced server (benchmarks/RESULTS.md, client capacity)
@@ -67,6 +69,10 @@ def mark(result: ConcurrencyResult, *, node_cores: int | None = None) -> Concurr
     cores = stats.get("client_cores")
     if cores is not None and node_cores and cores >= MAX_CLIENT_CORES_SHARE * node_cores:
         evidence.append(f"the client used {cores:.2f} of the node's {node_cores} cores")
+    node_busy = stats.get("node_busy_share")
+    if node_busy is not None and node_busy >= MAX_NODE_BUSY_SHARE:
+        evidence.append(f"the node's cores were {node_busy:.0%} busy while the client ran (client, servers and "
+                        "other processes): its timestamps run late")
     busiest = stats.get("client_busiest_process_cores")
     if busiest is not None and busiest >= MAX_PROCESS_CORE_SHARE:
         evidence.append(f"one client process used {busiest:.2f} of a core: its timestamps run late")

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 
 from perfsanity.common.errors import PerfsanityError, WaitTimeout
-from perfsanity.common.processes import ProcessSet, TreeCpu, node_cores
+from perfsanity.common.processes import NodeBusy, ProcessSet, TreeCpu, node_cores
 from perfsanity.common.waits import wait_until
 from perfsanity.load import get_client
 from perfsanity.load.base import ClientRun
@@ -92,7 +92,7 @@ def run_one(job: Job, run: ClientRun, client_name: str, tag: str = "") -> Concur
     job.log(f"concurrency {run.concurrency}: {run.num_prompts} requests; {' '.join(argv)}")
     with ProcessSet() as procs:
         proc = procs.start(f"{client_name} c{run.concurrency}", argv, env=env, log_path=log, cwd=run.out_dir)
-        cpu = TreeCpu(proc.pid)
+        cpu, busy = TreeCpu(proc.pid), NodeBusy()
 
         def finished() -> bool:
             job.rendezvous.raise_if_failed()
@@ -111,7 +111,8 @@ def run_one(job: Job, run: ClientRun, client_name: str, tag: str = "") -> Concur
                                   f"{proc.poll()} (log {log})\n--- last lines of the client log ---\n{proc.tail(30)}")
     result = client.parse(run)
     tree, busiest = cpu.cores()
-    stats = {**result.client_stats, "client_cores": round(tree, 3), "client_busiest_process_cores": round(busiest, 3)}
+    stats = {**result.client_stats, "client_cores": round(tree, 3), "client_busiest_process_cores": round(busiest, 3),
+             "node_busy_share": round(busy.share(), 3)}
     return mark(result.model_copy(update={"client_stats": stats}), node_cores=node_cores())
 
 

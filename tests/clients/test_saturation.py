@@ -13,7 +13,7 @@ import time
 import pytest
 from clienttest_support import AIPERF_FIXTURES, make_run
 
-from perfsanity.common.processes import TreeCpu
+from perfsanity.common.processes import NodeBusy, TreeCpu
 from perfsanity.load.aiperf import CLIENT as AIPERF
 from perfsanity.load.aiperf import SUMMARY_FILE
 from perfsanity.load.repeats import combine
@@ -44,7 +44,7 @@ def test_real_c1_c4_points_of_this_box_are_valid(tmp_path, conc):
     assert 0.5 < stats["credit_to_start_trimmed_mean_ms"] < stats["credit_to_start_mean_ms"]
     assert stats["chunks_per_request_p50"] >= 26 and stats["output_tokens_per_request_p50"] == 32
     assert 0.9 * conc < stats["effective_concurrency"] <= conc
-    marked = mark(r.model_copy(update={"client_stats": {**stats, "client_cores": 0.4,
+    marked = mark(r.model_copy(update={"client_stats": {**stats, "client_cores": 0.4, "node_busy_share": 0.5,
                                                         "client_busiest_process_cores": 0.3}}), node_cores=2)
     assert (marked.validity, marked.evidence, marked.invalid_metrics) == ("valid", (), {})
     assert marked.itl == r.itl
@@ -68,6 +68,8 @@ def test_cpu_evidence(tmp_path):
     r = _parse(tmp_path, 1)
     busy = mark(r.model_copy(update={"client_stats": {**r.client_stats, "client_cores": 1.9}}), node_cores=2)
     assert busy.validity == "client_saturated" and "1.90 of the node's 2 cores" in busy.evidence[0]
+    crowded = mark(r.model_copy(update={"client_stats": {**r.client_stats, "node_busy_share": 0.97}}), node_cores=2)
+    assert crowded.validity == "client_saturated" and "97% busy" in crowded.evidence[0]
     spin = mark(r.model_copy(update={"client_stats": {**r.client_stats, "client_busiest_process_cores": 0.97}}),
                 node_cores=16)
     assert spin.validity == "client_saturated" and "0.97 of a core" in spin.evidence[0]
@@ -110,6 +112,14 @@ def test_marks_survive_repeats_gate_and_history(tmp_path):
         (rid,) = store.add_run(keys, run, RunMeta(post_merge=True))
         rec = store.get(rid)
     assert not rec.valid and rec.invalid_reason.startswith("client_saturated: repeat 1: the client held")
+
+
+def test_node_busy_share_sees_a_busy_core():
+    busy = NodeBusy()
+    t = time.process_time()
+    while time.process_time() - t < 0.3:
+        pass
+    assert 0.3 <= busy.share() <= 1.0  # one of this machine's cores spun the whole time
 
 
 def test_tree_cpu_measures_a_busy_grandchild(tmp_path):
