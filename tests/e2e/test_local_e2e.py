@@ -35,7 +35,7 @@ def last_table(stdout: str) -> dict[int, dict[str, str]]:
 @pytest.mark.slow
 def test_local_mocker_ctx1_gen1_through_the_cli(jobs, e2e):
     run = jobs.run("benchmark.concurrency_list=" + " ".join(map(str, CONCURRENCIES)), f"benchmark.repeats={REPEATS}",
-                   timeout_s=300)
+                   timeout_s=600)  # 4 client runs (2 concurrencies × 2 repeats), each paying aiperf start-up
     assert run.returncode == 0, f"exit {run.returncode}; output:\n{run.stdout[-6000:]}"
     assert run.stdout.rstrip().splitlines()[-1].split("] ", 1)[-1].startswith("PASSED"), run.stdout[-2000:]
 
