@@ -1,7 +1,12 @@
 """Fidelity of the harness's client path: what perfsanity reports (aiperf command + parser →
 ConcurrencyResult) against a server whose latency law is known, at several concurrencies.
 
-    python3 benchmarks/fidelity.py [--concurrency 1 8 64 256] [--out DIR]
+    python3 benchmarks/fidelity.py [--concurrency 1 8 64 256] [--out DIR] [--json]
+
+Each point is also judged the way the BENCHMARK role judges it (``perfsanity.load.validity.mark``:
+aiperf's credit→start latency, chunks per request, the client's CPU on this node's cores), and the
+report says whether every point reported ``valid`` is within 2 % of the law and every point outside
+2 % was flagged ``client_saturated``. ``--json`` prints that as one JSON object.
 
 Truth, per request, from the server's own log (benchmarks/bench_server.py):
 * law:     TTFT = a + b·prompt_chars (chars as received), ITL = constant, output tokens = max_tokens;
@@ -42,6 +47,9 @@ from _common import (  # noqa: E402
     wait_for_low_load,
     wait_for_quiet,
 )
+
+from perfsanity.common.processes import node_cores  # noqa: E402
+from perfsanity.load.validity import mark  # noqa: E402
 
 DEFAULT_REQUESTS = {1: 24, 8: 64, 64: 256, 256: 768}
 TARGET_PCT = 2.0
@@ -117,6 +125,21 @@ def run_point(conc: int, n_req: int, args, work: Path, server_args: list[str]) -
     aiperf_cpu = oc.cpu.cpu_between(*win) if win else None
     srv_busy = srv_cpu.cpu_between(*win) if win else None
     ideal = conc * truth["mean_n"] / truth["mean_t_law_s"]
+    window_s = (win[1] - win[0]) if win else None
+    stats = dict(res.client_stats)
+    if aiperf_cpu is not None and window_s:
+        stats["client_cores"] = aiperf_cpu / window_s
+    stats["node_busy_share"] = machine["busy_cores"] / node_cores()
+    marked = mark(res.model_copy(update={"client_stats": stats}), node_cores=node_cores())
+    errors = {"ttft_p50": rel_err(res.ttft.median, truth["ttft_law_p50"]),
+              "ttft_p99": rel_err(res.ttft.p99, truth["ttft_law_p99"]),
+              "itl_p50": rel_err(res.itl.median, truth["itl_law"]), "itl_p99": rel_err(res.itl.p99, truth["itl_law"]),
+              "tput": rel_err(res.output_token_throughput, ideal)}
+    outside = [k for k, v in errors.items() if v is not None and abs(v) > TARGET_PCT]
+    out["judged"] = {"validity": marked.validity, "evidence": list(marked.evidence),
+                     "invalid_metrics": marked.invalid_metrics, "client_stats": stats,
+                     "error_vs_law_pct": errors, "outside_2pct": outside,
+                     "consistent": (marked.validity == "client_saturated") or not outside}
     out.update({
         "truth": {k: v for k, v in truth.items() if k != "window"},
         "harness": {"ttft_p50": res.ttft.median, "ttft_p99": res.ttft.p99, "itl_p50": res.itl.median,
@@ -211,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet-wait-s", type=float, default=90.0,
                    help="before each run wait up to this long until other processes use < 0.25 cores (0 = off)")
     p.add_argument("--out", type=Path, help="keep artifacts + fidelity.json here (default: a temp dir)")
+    p.add_argument("--json", action="store_true", help="print the per-point verdicts as one JSON object at the end")
     args = p.parse_args(argv)
     print_header("Fidelity: harness client path vs a server with a known latency law",
                  "python3 benchmarks/fidelity.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
@@ -240,6 +264,21 @@ def main(argv: list[str] | None = None) -> int:
     (work / "fidelity.json").write_text(json.dumps(points, indent=2, default=str) + "\n")
     print(f"command of the last aiperf run: {points[-1].get('argv', '?')}")
     report(points)
+    judged = [{"concurrency": p["concurrency"], **p["judged"]} for p in points if "judged" in p]
+    summary = {
+        "points": judged,
+        "every_valid_point_within_2pct": all(not j["outside_2pct"] for j in judged if j["validity"] == "valid"),
+        "every_point_outside_2pct_flagged": all(j["validity"] == "client_saturated" for j in judged
+                                                if j["outside_2pct"]),
+    }
+    print("\n## verdicts as the harness judges them")
+    for j in judged:
+        print(f"c{j['concurrency']}: {j['validity']} (outside 2 %: {', '.join(j['outside_2pct']) or 'none'}; "
+              f"evidence: {'; '.join(j['evidence']) or '-'})")
+    print(f"every valid point within 2 %: {summary['every_valid_point_within_2pct']}; every point outside 2 % "
+          f"flagged: {summary['every_point_outside_2pct_flagged']}")
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
     return 0
 
 

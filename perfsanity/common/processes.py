@@ -176,3 +176,58 @@ class TermAsInterrupt:
     def __exit__(self, *exc: object) -> None:
         if self._old is not None:
             signal.signal(signal.SIGTERM, self._old)
+
+
+def node_cores() -> int:
+    """Cores this process may run on (the SLURM step's allocation, or the machine)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+class NodeBusy:
+    """Share of the machine's CPU time that was busy between construction and :meth:`share`."""
+
+    def __init__(self) -> None:
+        self._start = psutil.cpu_times()
+
+    def share(self) -> float:
+        end = psutil.cpu_times()
+        total = sum(end) - sum(self._start)
+        idle = (end.idle - self._start.idle) + (getattr(end, "iowait", 0.0) - getattr(self._start, "iowait", 0.0))
+        return 0.0 if total <= 0 else max(0.0, min(1.0, 1.0 - idle / total))
+
+
+class TreeCpu:
+    """CPU seconds of a process and its descendants, sampled by :meth:`sample` (call it while they run;
+    a process that exits between samples keeps its last sampled CPU time)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.started = time.monotonic()
+        self._cpu: dict[tuple[int, float], float] = {}  # (pid, create_time) → user + system seconds
+
+    def sample(self) -> None:
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    times = proc.cpu_times()
+                    self._cpu[(proc.pid, proc.create_time())] = times.user + times.system
+            except psutil.Error:
+                continue
+
+    def seconds(self) -> tuple[float, float]:
+        """(CPU seconds of the whole tree, of its busiest process) as last sampled."""
+        return (sum(self._cpu.values()), max(self._cpu.values())) if self._cpu else (0.0, 0.0)
+
+    def cores(self) -> tuple[float, float]:
+        """(cores the whole tree used, cores its busiest process used) since this sampler started."""
+        wall = max(time.monotonic() - self.started, 1e-6)
+        tree, busiest = self.seconds()
+        return tree / wall, busiest / wall

@@ -16,6 +16,9 @@ Metric mapping (definitions from aiperf's ``aiperf/metrics/types/*.py``):
   pooled — the ITL definition of sglang/TensorRT-LLM.
 * ``request_count`` (successful requests) → ``completed``; ``error_request_count`` (or the sum of
   ``error_summary`` counts) → ``failed``; ``total_isl``/``total_osl`` → token totals.
+* ``credit_to_start_latency`` (time a request waited inside aiperf between being allowed and being
+  sent), ``effective_concurrency``, ``http_req_chunks_received`` and ``output_sequence_length`` per
+  request → ``client_stats``, the evidence of :func:`perfsanity.load.validity.mark`.
 
 When no request succeeds aiperf writes no summary at all, only ``profile_export.jsonl`` (one record
 per request with its ``error``): that is a ClientOutputError whose message counts those errors.
@@ -24,12 +27,12 @@ A summary with ``was_cancelled`` true or ``is_complete`` false is one too (a deg
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from perfsanity.common.processes import node_cores
 from perfsanity.load.base import (
     ClientBase,
     ClientCommand,
@@ -55,7 +58,7 @@ REQUESTS_PER_WORKER = 64  # concurrent streams one aiperf worker process keeps u
 
 def workers_for(concurrency: int, cores: int | None = None) -> int:
     """aiperf worker processes for a concurrency: one per 64 streams, at most one per core."""
-    cores = cores or os.cpu_count() or 1
+    cores = cores or node_cores()
     return max(1, min(cores, -(-concurrency // REQUESTS_PER_WORKER)))
 
 
@@ -111,6 +114,10 @@ class AiperfSummary(BaseModel):
     total_isl: AiperfMetric | None = None
     total_osl: AiperfMetric | None = None
     total_output_tokens: AiperfMetric | None = None
+    credit_to_start_latency: AiperfMetric | None = None
+    effective_concurrency: AiperfMetric | None = None
+    http_req_chunks_received: AiperfMetric | None = None
+    output_sequence_length: AiperfMetric | None = None
     error_summary: list[AiperfErrorCount] | None = None
     was_cancelled: bool | None = None
     is_complete: bool | None = None
@@ -243,7 +250,31 @@ class AiperfClient(ClientBase):
             itl=_latency(path, "inter_chunk_latency", s.inter_chunk_latency),
             e2e=_latency(path, "request_latency", s.request_latency),
             raw_path=str(path),
+            client_stats=_client_stats(path, s),
         )
+
+
+def _client_stats(path: Path, s: AiperfSummary) -> dict[str, float]:
+    """The client's own health figures, for the saturation check (:mod:`perfsanity.load.validity`)."""
+    out: dict[str, float] = {}
+    cts = s.credit_to_start_latency
+    if cts is not None:
+        lat = _latency(path, "credit_to_start_latency", cts)
+        for key, value in (("credit_to_start_mean_ms", lat.mean), ("credit_to_start_p99_ms", lat.p99)):
+            if value is not None:
+                out[key] = value
+        total, worst, count = finite(cts.sum), finite(cts.max), cts.count
+        if total is not None and worst is not None and count is not None and count >= 3:
+            # the mean without the single worst request: the first one also pays connection set-up
+            out["credit_to_start_trimmed_mean_ms"] = (total - worst) / (count - 1) * _to_ms_factor(
+                path, "credit_to_start_latency", cts)
+    for key, metric, stat in (("effective_concurrency", s.effective_concurrency, "avg"),
+                              ("chunks_per_request_p50", s.http_req_chunks_received, "p50"),
+                              ("output_tokens_per_request_p50", s.output_sequence_length, "p50")):
+        value = finite(getattr(metric, stat)) if metric is not None else None
+        if value is not None:
+            out[key] = float(value)
+    return out
 
 
 def records_diagnosis(path: Path) -> str:

@@ -52,6 +52,17 @@ class ConcurrencyResult(BaseModel):
     itl: LatencyStats = LatencyStats()
     e2e: LatencyStats = LatencyStats()
     raw_path: str | None = Field(default=None, description="client output file this was parsed from")
+    validity: Literal["valid", "client_saturated"] = Field(
+        default="valid", description="client_saturated: the client, not the server, limited this point")
+    evidence: tuple[str, ...] = Field(default=(), description="why the point is client_saturated")
+    invalid_metrics: dict[str, str] = Field(
+        default={}, description="latency group (ttft/tpot/itl/e2e) → why its basis is degenerate (values dropped)")
+    client_stats: dict[str, float] = Field(
+        default={}, description="the client's own health figures (credit→start latency, chunks, client cores)")
+    repeats: tuple[ConcurrencyResult, ...] = Field(
+        default=(), description="each repeat (benchmark.repeats > 1); the fields above are then their mean")
+    spread: dict[str, float] = Field(
+        default={}, description="sample standard deviation across the repeats, per flat metric name")
 
     def metric(self, name: str) -> float | None:
         """Value of a flat metric name such as ``ttft_p99`` or ``output_token_throughput``."""
@@ -109,6 +120,18 @@ def flatten(result: ConcurrencyResult) -> dict[str, float]:
             if value is not None:
                 out[f"{lat}_{stat}"] = float(value)
     return out
+
+
+REPEATS_KEY = "n_repeats"  # history metrics JSON: how many repeats a record's values are the mean of
+SPREAD_PREFIX = "sd."  # history metrics JSON: "sd.<metric>" = the sample SD across those repeats
+
+
+def repeat_metrics(result: ConcurrencyResult) -> dict[str, float]:
+    """``{"n_repeats": n, "sd.<metric>": sd, ...}`` of a result with repeats; {} for a single run."""
+    if len(result.repeats) < 2:
+        return {}
+    return {REPEATS_KEY: float(len(result.repeats)),
+            **{f"{SPREAD_PREFIX}{m}": float(v) for m, v in result.spread.items()}}
 
 
 def higher_is_better(metric: str) -> bool:

@@ -12,18 +12,24 @@ from perfsanity.common.tables import render_table
 from perfsanity.load.results_json import ConcurrencyResult
 
 HEADERS = ("conc", "done/req", "fail", "out tok/s", "tok/s/user", "TTFT p50 ms", "TTFT p99 ms",
-           "TPOT p50 ms", "ITL p50 ms", "E2E p50 ms")
+           "TPOT p50 ms", "ITL p50 ms", "E2E p50 ms", "runs", "validity")
 
 
 def _f(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _validity(r: ConcurrencyResult) -> str:
+    """``valid`` / ``client_saturated``, plus ``itl invalid`` for each degenerate latency group."""
+    return ", ".join([r.validity, *(f"{name} invalid" for name in sorted(r.invalid_metrics))])
+
+
 def format_table(results: Sequence[ConcurrencyResult]) -> str:
-    """One row per concurrency, every column right-aligned."""
+    """One row per concurrency, every column right-aligned; a dropped (degenerate) value shows as ``-``."""
     rows = [(
         str(r.concurrency), f"{r.completed}/{r.requested}", str(r.failed),
         _f(r.output_token_throughput), _f(r.output_token_throughput_per_user),
         _f(r.ttft.median), _f(r.ttft.p99), _f(r.tpot.median, 2), _f(r.itl.median, 2), _f(r.e2e.median),
+        str(max(len(r.repeats), 1)), _validity(r),
     ) for r in results]
     return render_table(HEADERS, rows, right_from=0)

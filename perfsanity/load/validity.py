@@ -1,7 +1,14 @@
-"""Fail-closed validity gate for one concurrency's result: is this a measurement at all?
+"""Validity of one concurrency's result: is this a measurement at all, and of the server?
 
 A result that is not trustworthy must never reach history or the regression gate as if it were a
-number. :func:`check` returns one human-readable reason per problem (empty list = valid):
+number. Two levels:
+
+* :func:`mark` — the client's own evidence. A point where the client, not the server, set the
+  numbers is ``client_saturated`` (kept and shown, never baselined or gated; the job still passes),
+  and a latency whose basis is degenerate is dropped (``None``, named in ``invalid_metrics``),
+  never reported as 0. Rules and their calibration: ``docs/gate.md`` ("Client saturation").
+* :func:`check` — fail-closed, one human-readable reason per problem (empty list = valid); any
+  reason fails the job:
 
 * no output tokens (zero or unknown),
 * failed requests above ``max_failed_rate`` (a fraction of requested; default 0 = none allowed),
@@ -15,6 +22,70 @@ from __future__ import annotations
 import math
 
 from perfsanity.load.results_json import ConcurrencyResult, LatencyStats
+
+#: share of each request slot's cycle the client spent holding a due request back (credit→start /
+#: (credit→start + request latency), means without the worst request, judged from 3 requests on):
+#: the load it failed to offer, so the throughput error it causes
+MAX_OFFER_DEFICIT = 0.02
+#: the client's process tree on the node's cores, or its busiest process on one core
+MAX_CLIENT_CORES_SHARE = 0.9
+MAX_PROCESS_CORE_SHARE = 0.85
+#: the node's cores busy (client, servers and anything else) while the client ran
+MAX_NODE_BUSY_SHARE = 0.9
+#: ITL is the gap between streamed chunks: with far fewer chunks than tokens it measures the client
+MIN_CHUNKS_PER_TOKEN = 0.5
+#: tokens per second one aiperf core streams on a paced server (benchmarks/RESULTS.md, client capacity)
+TOKENS_PER_CLIENT_CORE = 8000.0
+
+
+def cores_needed(result: ConcurrencyResult) -> int | None:
+    """Cores the client would need to offer this point's load: the tokens/s it should have reached
+    (achieved / (1 − offer deficit)) at TOKENS_PER_CLIENT_CORE, plus one for aiperf's timing process."""
+    tput = result.output_token_throughput
+    if tput is None:
+        return None
+    deficit = min(_offer_deficit(result) or 0.0, 0.9)
+    return math.ceil(tput / (1 - deficit) / TOKENS_PER_CLIENT_CORE) + 1
+
+
+def _offer_deficit(result: ConcurrencyResult) -> float | None:
+    cts = result.client_stats.get("credit_to_start_trimmed_mean_ms")
+    e2e = result.e2e.mean
+    if cts is None or e2e is None or cts + e2e <= 0:
+        return None
+    return cts / (cts + e2e)
+
+
+def mark(result: ConcurrencyResult, *, node_cores: int | None = None) -> ConcurrencyResult:
+    """``result`` with ``validity``/``evidence`` set from its ``client_stats`` (and the node's cores
+    when the role measured the client's CPU), and degenerate latencies dropped."""
+    stats = result.client_stats
+    evidence: list[str] = []
+    deficit = _offer_deficit(result)
+    if deficit is not None and deficit > MAX_OFFER_DEFICIT:
+        evidence.append(f"the client held each due request back {stats['credit_to_start_trimmed_mean_ms']:.1f} ms on "
+                        f"average ({deficit:.1%} of each request's cycle, limit {MAX_OFFER_DEFICIT:.0%}): "
+                        "the load it offered fell short of the concurrency")
+    cores = stats.get("client_cores")
+    if cores is not None and node_cores and cores >= MAX_CLIENT_CORES_SHARE * node_cores:
+        evidence.append(f"the client used {cores:.2f} of the node's {node_cores} cores")
+    node_busy = stats.get("node_busy_share")
+    if node_busy is not None and node_busy >= MAX_NODE_BUSY_SHARE:
+        evidence.append(f"the node's cores were {node_busy:.0%} busy while the client ran (client, servers and "
+                        "other processes): its timestamps run late")
+    busiest = stats.get("client_busiest_process_cores")
+    if busiest is not None and busiest >= MAX_PROCESS_CORE_SHARE:
+        evidence.append(f"one client process used {busiest:.2f} of a core: its timestamps run late")
+    update: dict[str, object] = {}
+    if evidence:
+        update |= {"validity": "client_saturated", "evidence": tuple(evidence)}
+    chunks, tokens = stats.get("chunks_per_request_p50"), stats.get("output_tokens_per_request_p50")
+    if chunks is not None and tokens and tokens >= 4 and chunks < MIN_CHUNKS_PER_TOKEN * tokens:
+        update["invalid_metrics"] = {**result.invalid_metrics, "itl": (
+            f"a median of {chunks:g} streamed chunks per request for {tokens:g} output tokens: the client "
+            "coalesced chunks, so the gaps between them are not inter-token latencies")}
+        update["itl"] = LatencyStats()
+    return result.model_copy(update=update) if update else result
 
 
 def _present(value: float | None) -> bool:
@@ -59,7 +130,7 @@ def check(
         missing.append("output token throughput")
     if streaming:
         for label, stats in (("TTFT", result.ttft), ("TPOT", result.tpot), ("ITL", result.itl)):
-            if not _stat_present(stats):
+            if not _stat_present(stats) and label.lower() not in result.invalid_metrics:
                 missing.append(label)
     for name in missing:
         reasons.append(f"{where}: core metric {name} is missing")

@@ -1,17 +1,23 @@
-"""The nightly / pre-merge perf regression gate.
+"""The nightly / pre-merge perf regression gate (the rule and its error rates: ``docs/gate.md``).
 
-For every (concurrency, gated metric) the gate compares today's value against a baseline:
+For every (concurrency, gated metric) the gate compares today's value, the mean of the job's
+``benchmark.repeats``, against a baseline:
 
 * a **pinned** value, from the test config's ``gate:`` section or the baselines YAML file, when present;
-* else a **history** baseline: valid post-merge records with the same :class:`~perfsanity.results.history.MatchKeys`
-  from the last ``lookback_days`` (90) → mean per UTC day → trailing rolling mean over ``rolling_days`` (3)
-  days-with-data → the 95th percentile of those for higher-is-better metrics, the 5th for lower-is-better.
+* else the **trailing mean** of the last ``baseline_records`` valid post-merge records with the same
+  :class:`~perfsanity.results.history.MatchKeys` from the last ``lookback_days`` (90);
+* pre-merge only: **main's latest** post-merge record instead, when that record already missed its own
+  baseline (main has regressed), so a PR fails only for what it changed.
+
+The noise σ̂ is pooled from history and today's repeats (:mod:`perfsanity.results.gatestats`); the
+threshold is ``max(configured %, t·σ̂·√(1/n + 1/m))`` with the t level set by Holm's procedure over
+all tests of the job (family-wise false-alarm rate ``alpha`` per job-night). A change beyond it in
+the bad direction is a regression: **WARN** post-merge (recorded, does not fail the job) and **FAIL**
+pre-merge. Otava change points over the same history are reported beside each verdict, naming the
+first run of a shift (the slow, sure signal).
 
 Direction comes from :func:`perfsanity.load.results_json.higher_is_better` (throughput up; TTFT/TPOT/ITL/E2E down —
 note TensorRT-LLM's own scripts treat TPOT as higher-is-better; we do not).
-
-A change beyond the metric's threshold in the bad direction is a regression: **WARN** post-merge
-(default 5 %, recorded, does not fail the job) and **FAIL** pre-merge (default 10 %).
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import yaml
 from pydantic import (
     BaseModel,
@@ -41,13 +46,26 @@ from perfsanity.common.errors import ConfigError, PerfsanityError
 from perfsanity.common.files import read_json, write_atomic
 from perfsanity.load.results_json import (
     LATENCY_FIELDS,
+    REPEATS_KEY,
     SCALAR_METRICS,
+    SPREAD_PREFIX,
     STAT_FIELDS,
+    ConcurrencyResult,
     RunResult,
     flatten,
     higher_is_better,
 )
-from perfsanity.results.history import TYPED_METRICS, HistoryStore, MatchKeys, utc
+from perfsanity.results.gatestats import (
+    DEFAULT_ALPHA,
+    Sample,
+    critical_t,
+    holm,
+    one_sided_p,
+    pooled_noise,
+    standard_error,
+    trailing_baseline,
+)
+from perfsanity.results.history import TYPED_METRICS, HistoryRecord, HistoryStore, MatchKeys, utc
 
 #: the headline metrics gated by default: the ones history also keeps in typed columns
 DEFAULT_GATED_METRICS: tuple[str, ...] = TYPED_METRICS
@@ -74,12 +92,12 @@ def _check_metric(name: str) -> str:
 
 
 class Threshold(BaseModel):
-    """Allowed change (percent, in the bad direction) before a metric counts as regressed."""
+    """Smallest change (percent, in the bad direction) worth flagging; the noise can raise the bar above it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    post_merge_pct: float = Field(default=5.0, gt=0, le=100)
-    pre_merge_pct: float = Field(default=10.0, gt=0, le=100)
+    post_merge_pct: float = Field(default=2.0, gt=0, le=100)
+    pre_merge_pct: float = Field(default=3.0, gt=0, le=100)
 
     def pct(self, *, pre_merge: bool) -> float:
         return self.pre_merge_pct if pre_merge else self.post_merge_pct
@@ -102,8 +120,12 @@ class GateConfig(BaseModel):
     thresholds: dict[str, Threshold] = {}
     baselines: dict[str, PinnedBaseline] = {}
     lookback_days: int = Field(default=90, ge=1, le=3650)
-    rolling_days: int = Field(default=3, ge=1, le=90)
+    baseline_records: int = Field(default=30, ge=2, le=10_000, description="trailing records behind the mean")
     min_history_days: int = Field(default=3, ge=1, le=3650)
+    alpha: float = Field(default=DEFAULT_ALPHA, gt=0, lt=0.5, description="false alarms per job-night")
+    unknown_noise_pct: float = Field(default=5.0, gt=0, le=100,
+                                     description="threshold when no noise estimate exists (pinned, 1 run, no history)")
+    change_points: bool = True
 
     @field_validator("metrics")
     @classmethod
@@ -142,6 +164,10 @@ class GateConfig(BaseModel):
 
     def threshold(self, metric: str) -> Threshold:
         return self.thresholds.get(metric, self.default_threshold)
+
+    def threshold_configured(self, metric: str) -> bool:
+        """True when the metric's threshold was set (``thresholds`` or ``default_threshold``), not defaulted."""
+        return metric in self.thresholds or "default_threshold" in self.model_fields_set
 
     def pinned(self, metric: str, concurrency: int) -> float | None:
         pinned = self.baselines.get(metric)
@@ -283,7 +309,8 @@ class Verdict(StrEnum):
     WARN = "WARN"  # post-merge regression: recorded, job not failed
     FAIL = "FAIL"  # pre-merge regression: job fails
     NO_BASELINE = "NO_BASELINE"  # nothing pinned and too little history
-    NO_VALUE = "NO_VALUE"  # the run did not report this metric
+    NO_VALUE = "NO_VALUE"  # the run did not report this metric (or its basis was degenerate)
+    CLIENT_SATURATED = "CLIENT_SATURATED"  # the client, not the server, set this point's numbers: not gated
 
 
 class MetricVerdict(BaseModel):
@@ -293,13 +320,19 @@ class MetricVerdict(BaseModel):
     metric: str
     value: float | None
     baseline: float | None
-    baseline_source: Literal["pinned", "history", "none"]
+    baseline_source: Literal["pinned", "history", "main-latest", "none"]
     delta_pct: float | None  # (value - baseline) / baseline * 100, signed
     threshold_pct: float
     higher_is_better: bool
     verdict: Verdict
     history_days: int = 0  # days with data behind a history baseline
     note: str = ""
+    repeats: int = 1  # n: runs behind value
+    baseline_runs: int = 0  # m: runs behind a history baseline (0: pinned, exact)
+    sigma_pct: float | None = None  # pooled per-run noise σ̂, % of the baseline
+    pvalue: float | None = None  # one-sided, bad direction; None when not tested statistically
+    level: float | None = None  # the Holm level this test was held to
+    change_point: str = ""  # the latest change point in the bad direction, naming its first run
 
     @property
     def name(self) -> str:
@@ -325,6 +358,8 @@ class GateReport(BaseModel):
     evaluated_at: datetime
     history: str | None = None  # masked URL of the history store used, if any
     lookback_days: int
+    alpha: float = DEFAULT_ALPHA
+    family_size: int = 0  # statistical tests the false-alarm rate is controlled over
     verdicts: tuple[MetricVerdict, ...] = ()
 
     @property
@@ -335,6 +370,8 @@ class GateReport(BaseModel):
                 return level
         if Verdict.PASS in found:
             return Verdict.PASS
+        if found and found <= {Verdict.CLIENT_SATURATED, Verdict.NO_VALUE}:
+            return Verdict.CLIENT_SATURATED
         return Verdict.NO_BASELINE
 
     @property
@@ -353,7 +390,10 @@ class GateReport(BaseModel):
             counts[v.verdict.value] += 1
         parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         kind = "pre-merge" if self.pre_merge else "post-merge"
-        return f"{self.config_name}: {self.verdict.value} ({kind}; {parts or 'nothing gated'})"
+        text = f"{self.config_name}: {self.verdict.value} ({kind}; {parts or 'nothing gated'})"
+        if self.verdict is Verdict.CLIENT_SATURATED:
+            text += ": every point is client_saturated, so nothing measured the server (see the job log)"
+        return text
 
     def write(self, path: Path) -> None:
         data = self.model_dump(mode="json")
@@ -376,31 +416,36 @@ class GateReport(BaseModel):
 # --------------------------------------------------------------------------------------------- core
 
 
-def history_baseline(
-    series: Sequence[tuple[datetime, float]],
-    *,
-    higher_is_better: bool,
-    rolling_days: int = 3,
-    min_days: int = 3,
-) -> tuple[float | None, int]:
-    """Baseline from ``(timestamp, value)`` points: per-UTC-day mean → trailing rolling mean over
-    ``rolling_days`` consecutive days-with-data → P95 (higher-is-better) or P5 (lower-is-better).
+def record_sample(metrics: Mapping[str, float], metric: str) -> Sample | None:
+    """One history record's value of ``metric`` with its repeats and spread (None when missing)."""
+    value = metrics.get(metric)
+    if value is None or not math.isfinite(value):
+        return None
+    n = max(int(metrics.get(REPEATS_KEY, 1) or 1), 1)
+    return Sample(mean=float(value), n=n, sd=metrics.get(f"{SPREAD_PREFIX}{metric}"))
 
-    Returns ``(baseline, days_with_data)``; baseline is None with fewer than ``min_days`` days.
+
+def result_sample(result: ConcurrencyResult, metric: str) -> Sample | None:
+    """Today's value of ``metric``: the mean of the result's repeats, their count and spread."""
+    value = flatten(result).get(metric)
+    if value is None or not math.isfinite(value):
+        return None
+    return Sample(mean=value, n=max(len(result.repeats), 1), sd=result.spread.get(metric))
+
+
+def history_baseline(
+    series: Sequence[tuple[datetime, float]], *, max_records: int = 30, min_days: int = 3
+) -> tuple[float | None, int]:
+    """Trailing mean of the last ``max_records`` ``(timestamp, value)`` points.
+
+    Returns ``(baseline, days_with_data)``; baseline is None with fewer than ``min_days`` UTC days.
     """
-    per_day: dict[Any, list[float]] = defaultdict(list)
-    for ts, value in series:
-        if value is not None and math.isfinite(value):
-            per_day[utc(ts).date()].append(float(value))
-    days = sorted(per_day)
-    if len(days) < min_days or not days:
-        return None, len(days)
-    daily = np.array([np.mean(per_day[d]) for d in days])
-    window = min(rolling_days, len(daily))
-    kernel = np.ones(window) / window
-    rolling = np.convolve(daily, kernel, mode="valid")
-    pct = 95 if higher_is_better else 5
-    return float(np.percentile(rolling, pct)), len(days)
+    points = sorted((utc(ts), float(v)) for ts, v in series if v is not None and math.isfinite(v))
+    days = len({ts.date() for ts, _ in points})
+    if days < min_days or not points:
+        return None, days
+    tail = points[-max_records:]
+    return sum(v for _, v in tail) / len(tail), days
 
 
 def judge(
@@ -411,7 +456,7 @@ def judge(
     threshold_pct: float,
     pre_merge: bool,
 ) -> tuple[Verdict, float | None]:
-    """Verdict and signed delta % of one value against one baseline."""
+    """Verdict and signed delta % of one value against one baseline and an (already derived) threshold."""
     if value is None or not math.isfinite(value):
         return Verdict.NO_VALUE, None
     if baseline is None or baseline <= 0 or not math.isfinite(baseline):
@@ -423,6 +468,133 @@ def judge(
     return Verdict.PASS, delta
 
 
+class _Test(BaseModel):
+    """One (concurrency, metric) before the family-wise step: everything but the verdict."""
+
+    model_config = ConfigDict(frozen=True)
+
+    concurrency: int
+    metric: str
+    higher: bool
+    floor_pct: float
+    value: float | None
+    repeats: int
+    baseline: float | None
+    source: str
+    days: int
+    runs: int
+    note: str
+    sigma_pct: float | None
+    se_pct: float | None
+    df: int
+    pvalue: float | None
+    change_point: str
+    saturated: bool = False
+    degenerate: str = ""
+
+
+def _change_point(samples: list[tuple[HistoryRecord, Sample]], today: Sample | None, metric: str,
+                  now: datetime) -> str:
+    from perfsanity.results.changepoint import MIN_POINTS, detect_change_points
+
+    if today is None or len(samples) + 1 < MIN_POINTS:
+        return ""
+    series = [(r.timestamp, s.mean) for r, s in samples] + [(now, today.mean)]
+    try:
+        found = [cp for cp in detect_change_points(series, metric=metric) if cp.regression]
+    except PerfsanityError as exc:
+        return f"change points unavailable: {exc}"
+    if not found:
+        return ""
+    cp = max(found, key=lambda c: c.index)
+    if cp.index >= len(samples):
+        first = "this run"
+    else:
+        rec = samples[cp.index][0]
+        first = f"the run of {utc(rec.timestamp):%Y-%m-%d %H:%M} UTC" + (f" (commit {rec.commit[:12]})"
+                                                                          if rec.commit else "")
+    return f"{cp.magnitude_pct:+.1f}% level shift from {first}, p={cp.pvalue:.1e}"
+
+
+def _prepare(res: ConcurrencyResult, metric: str, records: Sequence[HistoryRecord], *, config: GateConfig,
+             pre_merge: bool, have_history: bool, now: datetime) -> _Test:
+    higher = higher_is_better(metric)
+    today = result_sample(res, metric)
+    if res.validity == "client_saturated":  # never gated as a server regression, never in the family
+        return _Test(concurrency=res.concurrency, metric=metric, higher=higher, floor_pct=0.0,
+                     value=today.mean if today is not None else None, repeats=today.n if today is not None else 1,
+                     baseline=None, source="none", days=0, runs=0, note="client_saturated: " + "; ".join(res.evidence),
+                     sigma_pct=None, se_pct=None, df=0, pvalue=None, change_point="", saturated=True)
+    samples = [(r, s) for r in records if (s := record_sample(r.metrics, metric)) is not None]
+    days = len({utc(r.timestamp).date() for r, _ in samples})
+    trailing = samples[-config.baseline_records:]
+    noise = pooled_noise([s for _, s in trailing], today)
+    pinned = config.pinned(metric, res.concurrency)
+    note = ""
+    runs: int | None = None
+    if pinned is not None:
+        baseline, source = pinned, "pinned"
+    elif trailing and days >= config.min_history_days:
+        base = trailing_baseline([s for _, s in trailing])
+        assert base is not None
+        baseline, source, runs = base.mean, "history", base.runs
+        latest_rec, latest = trailing[-1]
+        missed = latest_rec.gate_verdicts.get(metric)
+        if pre_merge and missed in (Verdict.WARN.value, Verdict.FAIL.value):
+            baseline, source, runs = latest.mean, "main-latest", latest.n
+            commit = f" (commit {latest_rec.commit[:12]})" if latest_rec.commit else ""
+            note = (f"main's latest post-merge run of {utc(latest_rec.timestamp):%Y-%m-%d %H:%M} UTC{commit} "
+                    f"already missed its baseline ({missed}); compared with main as it is")
+    else:
+        baseline, source = None, "none"
+        note = ("no pinned baseline and no history" if not have_history
+                else f"{days} day(s) of history, need {config.min_history_days}")
+    se_pct = sigma_pct = pvalue = None
+    df = 0
+    if noise is not None and today is not None and baseline is not None and baseline > 0:
+        se = standard_error(noise, today.n, runs)
+        se_pct, sigma_pct, df = 100.0 * se / baseline, 100.0 * noise.sigma / baseline, noise.df
+        worse = (baseline - today.mean) if higher else (today.mean - baseline)
+        pvalue = one_sided_p(worse, se, noise.df)
+    change_point = ""
+    if config.change_points and source in ("history", "main-latest"):
+        change_point = _change_point(samples, today, metric, now)
+    return _Test(
+        degenerate=res.invalid_metrics.get(metric.split("_", 1)[0], ""),
+        concurrency=res.concurrency, metric=metric, higher=higher,
+        floor_pct=config.threshold(metric).pct(pre_merge=pre_merge),
+        value=today.mean if today is not None else None, repeats=today.n if today is not None else 1,
+        baseline=baseline, source=source, days=days, runs=runs or 0, note=note, sigma_pct=sigma_pct,
+        se_pct=se_pct, df=df, pvalue=pvalue, change_point=change_point,
+    )
+
+
+def _verdict(t: _Test, level: float | None, *, config: GateConfig, pre_merge: bool) -> MetricVerdict:
+    if t.saturated:
+        return MetricVerdict(concurrency=t.concurrency, metric=t.metric, value=t.value, baseline=None,
+                             baseline_source="none", delta_pct=None, threshold_pct=0.0, higher_is_better=t.higher,
+                             verdict=Verdict.CLIENT_SATURATED, note=t.note, repeats=t.repeats)
+    if t.se_pct is not None and level is not None:
+        threshold = max(t.floor_pct, critical_t(level, t.df) * t.se_pct)
+    elif config.threshold_configured(t.metric):  # no noise estimate: the operator's own threshold
+        threshold = t.floor_pct
+    else:  # no noise estimate (pinned, a single run, no history) and only the default floor
+        threshold = max(t.floor_pct, config.unknown_noise_pct)
+    verdict, delta = judge(value=t.value, baseline=t.baseline, higher=t.higher, threshold_pct=threshold,
+                           pre_merge=pre_merge)
+    if verdict is Verdict.NO_VALUE:
+        note = f"invalid for this point: {t.degenerate}" if t.degenerate else "metric missing from results"
+    else:
+        note = t.note
+    return MetricVerdict(
+        concurrency=t.concurrency, metric=t.metric, value=t.value, baseline=t.baseline,
+        baseline_source=t.source,  # type: ignore[arg-type]
+        delta_pct=delta, threshold_pct=round(threshold, 4), higher_is_better=t.higher, verdict=verdict,
+        history_days=t.days, note=note, repeats=t.repeats, baseline_runs=t.runs, sigma_pct=t.sigma_pct,
+        pvalue=t.pvalue, level=level, change_point=t.change_point,
+    )
+
+
 def evaluate(
     run: RunResult,
     *,
@@ -432,7 +604,7 @@ def evaluate(
     keys: MatchKeys | Mapping[int, MatchKeys] | None = None,
     now: datetime | None = None,
 ) -> GateReport:
-    """Gate every (concurrency, gated metric) of ``run``.
+    """Gate every (concurrency, gated metric) of ``run`` as one family (see the module docstring).
 
     ``keys`` (common, or per concurrency) select the history series; without ``history`` or ``keys``
     only pinned baselines are used. History is read from ``[now - lookback_days, now)``, so the run
@@ -441,63 +613,48 @@ def evaluate(
     config = config or GateConfig()
     now = utc(now) if now is not None else datetime.now(UTC)
     since = now - timedelta(days=config.lookback_days)
-    verdicts: list[MetricVerdict] = []
-    for res in sorted(run.results, key=lambda r: r.concurrency):
-        flat = flatten(res)
-        records = []
-        if history is not None and keys is not None:
-            if isinstance(keys, MatchKeys):
-                k = keys.with_concurrency(res.concurrency)
-            else:
-                k = keys.get(res.concurrency)  # type: ignore[assignment]
+    records: dict[int, list[HistoryRecord]] | None = None
+    if history is not None and keys is not None:
+        records = {}
+        for res in run.results:
+            k = keys.with_concurrency(res.concurrency) if isinstance(keys, MatchKeys) else keys.get(res.concurrency)
             if k is not None:
-                records = history.query(k, since=since, until=now, valid_only=True, post_merge_only=True)
+                records[res.concurrency] = history.query(k, since=since, until=now, valid_only=True,
+                                                         post_merge_only=True)
+    report = evaluate_records(run, records, config=config, pre_merge=pre_merge, now=now)
+    if history is not None:
+        report = report.model_copy(update={"history": history.masked_url})
+    return report
+
+
+def evaluate_records(
+    run: RunResult,
+    records: Mapping[int, Sequence[HistoryRecord]] | None,
+    *,
+    config: GateConfig,
+    pre_merge: bool,
+    now: datetime,
+) -> GateReport:
+    """:func:`evaluate` on history already selected: ``records`` per concurrency (valid post-merge,
+    oldest first, before ``now``), or None when there is no history at all."""
+    tests: list[_Test] = []
+    for res in sorted(run.results, key=lambda r: r.concurrency):
+        mine = records.get(res.concurrency, ()) if records is not None else ()
         for metric in config.metrics:
-            higher = higher_is_better(metric)
-            threshold = config.threshold(metric).pct(pre_merge=pre_merge)
-            value = flat.get(metric)
-            pinned = config.pinned(metric, res.concurrency)
-            days = 0
-            note = ""
-            if pinned is not None:
-                baseline, source = pinned, "pinned"
-            else:
-                series = [(r.timestamp, r.metrics[metric]) for r in records if metric in r.metrics]
-                baseline, days = history_baseline(
-                    series, higher_is_better=higher, rolling_days=config.rolling_days,
-                    min_days=config.min_history_days,
-                )
-                source = "history" if baseline is not None else "none"
-                if baseline is None:
-                    if history is None or keys is None:
-                        note = "no pinned baseline and no history"
-                    else:
-                        note = f"{days} day(s) of history, need {config.min_history_days}"
-            verdict, delta = judge(
-                value=value, baseline=baseline, higher=higher, threshold_pct=threshold, pre_merge=pre_merge
-            )
-            if verdict is Verdict.NO_VALUE:
-                note = "metric missing from results"
-            verdicts.append(
-                MetricVerdict(
-                    concurrency=res.concurrency,
-                    metric=metric,
-                    value=value,
-                    baseline=baseline,
-                    baseline_source=source,  # type: ignore[arg-type]
-                    delta_pct=delta,
-                    threshold_pct=threshold,
-                    higher_is_better=higher,
-                    verdict=verdict,
-                    history_days=days,
-                    note=note,
-                )
-            )
+            tests.append(_prepare(res, metric, mine, config=config, pre_merge=pre_merge,
+                                  have_history=records is not None, now=now))
+    family = [i for i, t in enumerate(tests) if t.pvalue is not None]
+    levels: dict[int, float] = {}
+    for i, (_rejected, level) in zip(family, holm([tests[i].pvalue or 1.0 for i in family], config.alpha),
+                                     strict=True):
+        levels[i] = level
+    verdicts = [_verdict(t, levels.get(i), config=config, pre_merge=pre_merge) for i, t in enumerate(tests)]
     return GateReport(
         config_name=run.config_name,
         pre_merge=pre_merge,
         evaluated_at=now,
-        history=history.masked_url if history is not None else None,
         lookback_days=config.lookback_days,
+        alpha=config.alpha,
+        family_size=len(family),
         verdicts=tuple(verdicts),
     )

@@ -57,7 +57,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from perfsanity.common.errors import ConfigError, PerfsanityError
 from perfsanity.common.redact import mask_url
-from perfsanity.load.results_json import RunResult, flatten
+from perfsanity.load.results_json import RunResult, flatten, repeat_metrics
 from perfsanity.plan.jobmeta import JOB_META_FILE, MATCH_KEY_FIELDS, JobMeta, KeyField, MatchKeys, RunMeta, utc
 from perfsanity.results import migrations
 
@@ -362,8 +362,8 @@ class HistoryStore:
         """Store every concurrency of ``run``; returns the new record ids in ``run.results`` order.
 
         ``keys`` is either common keys (their ``concurrency`` is replaced by each result's) or a mapping
-        concurrency → keys. A run whose status is ``failed``, or a concurrency with no completed
-        request, is stored as invalid (it never feeds a baseline).
+        concurrency → keys. A run whose status is ``failed``, a concurrency with no completed
+        request, or a client_saturated one is stored as invalid (it never feeds a baseline).
         """
         meta = meta or RunMeta()
         ts = meta.resolved_timestamp()
@@ -387,12 +387,14 @@ class HistoryStore:
                         None, f"keys.{name}", f"{getattr(k, name)!r} does not match the run's "
                         f"{getattr(run, name)!r}"
                     )
-            metrics = {m: v for m, v in flatten(res).items() if math.isfinite(v)}
+            metrics = {m: v for m, v in (flatten(res) | repeat_metrics(res)).items() if math.isfinite(v)}
             valid, reason = meta.valid, meta.invalid_reason
             if valid and run.status == "failed":
                 valid, reason = False, "run failed: " + "; ".join(run.failures)[:500]
             if valid and res.completed == 0:
                 valid, reason = False, "no completed requests"
+            if valid and res.validity == "client_saturated":
+                valid, reason = False, ("client_saturated: " + "; ".join(res.evidence))[:500]
             rows.append(
                 _Record(
                     run_uid=run_uid,

@@ -71,8 +71,12 @@ def _fmt(value: float | None) -> str:
 def _describe(v: MetricVerdict) -> str:
     direction = "higher is better" if v.higher_is_better else "lower is better"
     delta = "n/a" if v.delta_pct is None else f"{v.delta_pct:+.2f}%"
-    return (f"{v.name}: value {_fmt(v.value)} vs {v.baseline_source} baseline {_fmt(v.baseline)} "
-            f"({delta}, threshold {v.threshold_pct:g}%, {direction})")
+    mean_of = f" (mean of {v.repeats})" if v.repeats > 1 else ""
+    text = (f"{v.name}: value {_fmt(v.value)}{mean_of} vs {v.baseline_source} baseline "
+            f"{_fmt(v.baseline)} ({delta}, threshold {v.threshold_pct:g}%, {direction})")
+    if v.change_point:
+        text += f"; change point: {v.change_point}"
+    return text
 
 
 def gate_testcase(v: MetricVerdict, config_name: str) -> ET.Element:
@@ -87,6 +91,12 @@ def gate_testcase(v: MetricVerdict, config_name: str) -> ET.Element:
         ("threshold_pct", v.threshold_pct),
         ("higher_is_better", str(v.higher_is_better).lower()),
         ("verdict", v.verdict.value),
+        ("repeats", v.repeats),
+        ("baseline_runs", v.baseline_runs),
+        ("sigma_pct", None if v.sigma_pct is None else round(v.sigma_pct, 4)),
+        ("pvalue", None if v.pvalue is None else f"{v.pvalue:.3g}"),
+        ("level", None if v.level is None else f"{v.level:.3g}"),
+        ("change_point", v.change_point),
     ])
     text = _describe(v)
     if v.verdict is Verdict.FAIL:
@@ -95,7 +105,7 @@ def gate_testcase(v: MetricVerdict, config_name: str) -> ET.Element:
     elif v.verdict is Verdict.WARN:
         out = ET.SubElement(case, "system-out")
         out.text = clean(f"PERF REGRESSION (post-merge, warning only): {text}")
-    elif v.verdict in (Verdict.NO_BASELINE, Verdict.NO_VALUE):
+    elif v.verdict in (Verdict.NO_BASELINE, Verdict.NO_VALUE, Verdict.CLIENT_SATURATED):
         ET.SubElement(case, "skipped", message=clean(f"{v.verdict.value}: {v.note or text}"))
     else:
         out = ET.SubElement(case, "system-out")

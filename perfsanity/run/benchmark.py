@@ -1,5 +1,6 @@
-"""The BENCHMARK role: wait for the front door, check it serves, run the client once per
-concurrency, keep every finished result, and always write the status file that stops the servers.
+"""The BENCHMARK role: wait for the front door, check it serves, run the client ``benchmark.repeats``
+times per concurrency (their mean is the concurrency's result, each repeat kept inside it), keep
+every finished result, and always write the status file that stops the servers.
 
 It writes ``results.json`` (after every concurrency, and once more at the end with the validity
 failures and the status) and ``rendezvous/benchmark.status``, and nothing else: no gate, no history,
@@ -15,14 +16,17 @@ import urllib.error
 import urllib.request
 
 from perfsanity.common.errors import PerfsanityError, WaitTimeout
-from perfsanity.common.processes import ProcessSet
+from perfsanity.common.processes import NodeBusy, ProcessSet, TreeCpu, node_cores
 from perfsanity.common.waits import wait_until
 from perfsanity.load import get_client
 from perfsanity.load.base import ClientRun
+from perfsanity.load.repeats import combine
 from perfsanity.load.results_json import ConcurrencyResult, RunResult
 from perfsanity.load.summary import format_table
 from perfsanity.load.validity import check as validity_check
+from perfsanity.load.validity import cores_needed, mark
 from perfsanity.run.job import Job, client_model_name, model_path, resolve_argv
+from perfsanity.spec.config import DEFAULT_REPEATS
 
 
 def front_door_roles(job: Job) -> list[str]:
@@ -58,7 +62,23 @@ def wait_ready(job: Job, url: str, model: str) -> None:
                on_timeout=lambda: f"last answer: {last['seen']}")
 
 
-def run_one(job: Job, run: ClientRun, client_name: str) -> ConcurrencyResult:
+def wait_whole_path(job: Job) -> str:
+    """Block until every worker and the front door have published, then until a 1-token completion
+    through the front door returns 200; returns the front door's URL. Routers that discover workers
+    themselves (Dynamo) start before the workers, so the door alone is not the whole path."""
+    cfg = job.config
+    door = front_door_roles(job)
+    needed = list(dict.fromkeys([*(p.role for p in job.topology.workers), *door]))
+    job.log(f"waiting for {', '.join(needed)}")
+    addrs = job.rendezvous.wait_for(needed, timeout_s=cfg.timeouts.server_ready + cfg.timeouts.router_ready,
+                                    waiter=job.role)
+    url = addrs[door[0]].url
+    wait_ready(job, url, client_model_name(job))
+    return url
+
+
+def run_one(job: Job, run: ClientRun, client_name: str, tag: str = "") -> ConcurrencyResult:
+    """One client run; ``tag`` (e.g. ``-r2``) names the repeat in the log file."""
     client = get_client(client_name)
     cmd = client.command(run)
     run.out_dir.mkdir(parents=True, exist_ok=True)
@@ -67,14 +87,16 @@ def run_one(job: Job, run: ClientRun, client_name: str) -> ConcurrencyResult:
         env.pop(name, None)
     env.update(cmd.env_set)
     argv = resolve_argv(tuple(cmd.argv), cmd.tool)
-    log = job.job_dir / "logs" / f"client-c{run.concurrency}.log"
+    log = job.job_dir / "logs" / f"client-c{run.concurrency}{tag}.log"
     limit = job.config.timeouts.client_per_concurrency
     job.log(f"concurrency {run.concurrency}: {run.num_prompts} requests; {' '.join(argv)}")
     with ProcessSet() as procs:
         proc = procs.start(f"{client_name} c{run.concurrency}", argv, env=env, log_path=log, cwd=run.out_dir)
+        cpu, busy = TreeCpu(proc.pid), NodeBusy()
 
         def finished() -> bool:
             job.rendezvous.raise_if_failed()
+            cpu.sample()
             return proc.poll() is not None
 
         try:
@@ -87,7 +109,68 @@ def run_one(job: Job, run: ClientRun, client_name: str) -> ConcurrencyResult:
             # first line = the failure as recorded in results.json / junit; the tail follows
             raise PerfsanityError(f"{client_name} at concurrency {run.concurrency} exited with code "
                                   f"{proc.poll()} (log {log})\n--- last lines of the client log ---\n{proc.tail(30)}")
-    return client.parse(run)
+    result = client.parse(run)
+    tree, busiest = cpu.cores()
+    stats = {**result.client_stats, "client_cores": round(tree, 3), "client_busiest_process_cores": round(busiest, 3),
+             "node_busy_share": round(busy.share(), 3)}
+    return mark(result.model_copy(update={"client_stats": stats}), node_cores=node_cores())
+
+
+def another_repeat_fits(done: int, spent_s: float, budget_s: float, *, pinned: int | None) -> bool:
+    """With ``benchmark.repeats`` unset (``pinned`` None): does one more repeat, as long as the mean so
+    far, still end within ``budget_s`` of the concurrency's start? A pinned count always runs."""
+    if pinned is not None or done == 0:
+        return True
+    return spent_s * (done + 1) / done <= budget_s
+
+
+def run_repeats(job: Job, url: str, model: str, tokenizer: str, conc: int) -> tuple[ConcurrencyResult, list[str]]:
+    """Every repeat of one concurrency (``benchmark.repeats``; unset: up to DEFAULT_REPEATS, stopping
+    before a repeat that would end past ``timeouts.client_per_concurrency``), combined into their mean.
+    A repeat that fails the validity check ends the concurrency: its reasons are returned."""
+    bench = job.config.benchmark
+    wanted = bench.repeats or DEFAULT_REPEATS
+    budget = job.config.timeouts.client_per_concurrency
+    repeats: list[ConcurrencyResult] = []
+    problems: list[str] = []
+    started = time.monotonic()
+    for i in range(wanted):
+        out_dir = job.job_dir / "client" / f"c{conc}"
+        run = ClientRun(
+            url=url, model_name=model, tokenizer=tokenizer, concurrency=conc,
+            num_prompts=bench.num_prompts(conc), input_length=bench.input_length,
+            output_length=bench.output_length, streaming=bench.streaming,
+            request_timeout_s=bench.request_timeout_s, random_seed=bench.random_seed,
+            warmup_requests=bench.warmup_requests, dataset_file=bench.dataset_file,
+            out_dir=out_dir / f"r{i}" if wanted > 1 else out_dir, total_gpus=job.topology.total_gpus,
+        )
+        repeats.append(run_one(job, run, bench.client, tag=f"-r{i}" if wanted > 1 else ""))
+        problems = validity_check(repeats[-1], requested=run.num_prompts, max_failed_rate=bench.max_failed_rate,
+                                  streaming=bench.streaming)
+        if problems:
+            break
+        spent = time.monotonic() - started
+        if len(repeats) < wanted and not another_repeat_fits(len(repeats), spent, budget, pinned=bench.repeats):
+            job.log(f"concurrency {conc}: {len(repeats)} of {wanted} repeats; another would end past "
+                    f"timeouts.client_per_concurrency ({budget} s; {spent:.0f} s so far)")
+            break
+    if wanted > 1:
+        job.log(f"concurrency {conc}: mean of {len(repeats)} repeat(s)")
+    return combine(repeats), problems
+
+
+def say_saturation(job: Job, results: list[ConcurrencyResult]) -> None:
+    """Job summary of the client_saturated points: the evidence, and the cores the client would need."""
+    saturated = [r for r in results if r.validity == "client_saturated"]
+    cores = node_cores()
+    for r in saturated:
+        need = cores_needed(r)
+        need_text = f"; measuring it needs ~{need} client cores (this node has {cores})" if need else ""
+        job.log(f"concurrency {r.concurrency}: client_saturated, not gated or baselined: "
+                f"{'; '.join(r.evidence)}{need_text}")
+    if results and len(saturated) == len(results):
+        job.log(f"every point ({', '.join(f'c{r.concurrency}' for r in results)}) is client_saturated: these "
+                f"numbers measure the client on {cores} core(s), not the server; nothing will be gated or baselined")
 
 
 def run_benchmark(job: Job) -> None:
@@ -101,33 +184,19 @@ def run_benchmark(job: Job) -> None:
                            total_gpus=job.topology.total_gpus)
     t_start = time.monotonic()
     try:
-        door = front_door_roles(job)
-        job.log(f"waiting for {', '.join(door)}")
-        addrs = rdv.wait_for(door, timeout_s=cfg.timeouts.server_ready + cfg.timeouts.router_ready,
-                             waiter=job.role)
-        url = addrs[door[0]].url
+        url = wait_whole_path(job)
         model = client_model_name(job)
-        wait_ready(job, url, model)
         ready_s = time.monotonic() - t_start
         job.log(f"{url} serves {model!r} ({ready_s:.1f}s after the benchmark started)")
         tokenizer = model_path(job)
         for conc in bench.concurrency_list:
-            run = ClientRun(
-                url=url, model_name=model, tokenizer=tokenizer, concurrency=conc,
-                num_prompts=bench.num_prompts(conc), input_length=bench.input_length,
-                output_length=bench.output_length, streaming=bench.streaming,
-                request_timeout_s=bench.request_timeout_s, random_seed=bench.random_seed,
-                warmup_requests=bench.warmup_requests, dataset_file=bench.dataset_file,
-                out_dir=job.job_dir / "client" / f"c{conc}", total_gpus=job.topology.total_gpus,
-            )
-            result = run_one(job, run, bench.client)
+            result, problems = run_repeats(job, url, model, tokenizer, conc)
             results.append(result)
-            problems = validity_check(result, requested=run.num_prompts, max_failed_rate=bench.max_failed_rate,
-                                      streaming=bench.streaming)
             failures.extend(problems)
             run_result = run_result.model_copy(update={"results": tuple(results), "failures": tuple(failures)})
             run_result.write(job.job_dir / "results.json")
             print(format_table(results), flush=True)
+        say_saturation(job, results)
         status = "failed" if failures else "passed"
     except (PerfsanityError, KeyboardInterrupt) as exc:
         msg = str(exc) if not isinstance(exc, KeyboardInterrupt) else "interrupted (SIGTERM/SIGINT)"

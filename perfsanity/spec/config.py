@@ -50,6 +50,10 @@ Client = Literal["aiperf", "sglang-bench-serving", "trtllm-benchmark-serving"]
 Kind = Literal["disagg", "aggr"]
 
 MAX_TIMEOUT_S = 7 * 24 * 3600
+#: repeats per concurrency when ``benchmark.repeats`` is not set: the smallest n that detects a 5 % drop
+#: at 2 % run-to-run noise on the first night with ≥ 95 % chance while keeping false alarms ≤ 1 % per
+#: job-night over 6 metrics × 2 concurrencies (docs/gate.md; tests/gate/test_gatestats.py checks it)
+DEFAULT_REPEATS = 5
 _JOB_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d{1,3})(?::(\d{2}))?(?::(\d{2}))?$")
 
 
@@ -317,6 +321,8 @@ class Benchmark(_Strict):
     input_length: int = Field(default=1024, ge=1, le=10_000_000)
     output_length: int = Field(default=1024, ge=1, le=10_000_000)
     multi_round: int = Field(default=1, ge=1, le=10_000)
+    repeats: int | None = Field(default=None, ge=1, le=100, description="runs per concurrency; unset: "
+                                "DEFAULT_REPEATS, stopping early when the next would pass timeouts.client_per_concurrency")
     benchmark_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
     streaming: bool = True
     dataset_file: str | None = None

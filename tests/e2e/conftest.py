@@ -28,8 +28,8 @@ MOCKER = REPO / "test_configs/disagg/perf/mocker-ctx1-gen1.yaml"
 CONFIGS = Path(__file__).resolve().parent / "configs"
 MARKER_VAR = "PERFSANITY_E2E_MARKER"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-# a small, quick run: 2 requests per concurrency step
-FAST = ("benchmark.multi_round=2",)
+# a small, quick run: 2 requests per concurrency step, one client run each
+FAST = ("benchmark.multi_round=2", "benchmark.repeats=1")
 # environment a developer or CI may have set that would change what the job does
 _DROP = ("PERFSANITY_CLUSTER", "PERFSANITY_OUT", "PERFSANITY_RUN_CI", "PERFSANITY_PRE_MERGE", "PERFSANITY_HOST",
          "PERFSANITY_JOB_DIR", "PERFSANITY_CONFIG", "PERFSANITY_TEST_ID", "DISAGG_SERVING_TYPE")

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from perfsanity.load.repeats import combine
 from perfsanity.load.results_json import ConcurrencyResult, LatencyStats, RunResult
 from perfsanity.results.history import HistoryStore, JobMeta, MatchKeys, RunMeta
 
@@ -55,11 +56,15 @@ def make_result(concurrency: int, values: Mapping[str, float]) -> ConcurrencyRes
     )
 
 
-def make_run(values_by_conc: Mapping[int, Mapping[str, float]], config_name: str = CONFIG,
-             status: str = "passed") -> RunResult:
+def make_run(values_by_conc: Mapping[int, Mapping[str, float] | list[Mapping[str, float]]],
+             config_name: str = CONFIG, status: str = "passed") -> RunResult:
+    """One result per concurrency; a list of value mappings is that concurrency's repeats."""
+    def result(c: int, v: Mapping[str, float] | list[Mapping[str, float]]) -> ConcurrencyResult:
+        return combine([make_result(c, x) for x in v]) if isinstance(v, list) else make_result(c, v)
+
     return RunResult(
         config_name=config_name, backend="trtllm", mode="e2e", total_gpus=12, status=status,
-        results=tuple(make_result(c, v) for c, v in sorted(values_by_conc.items())),
+        results=tuple(result(c, v) for c, v in sorted(values_by_conc.items())),
     )
 
 
@@ -71,17 +76,22 @@ def day_values(rng: np.random.Generator, factors: Mapping[str, float] | None = N
 
 def seed_history(store: HistoryStore, *, days: int = 90, change_day: int | None = None,
                  change: Mapping[str, float] | None = None, seed: int = 3, concurrency: int = 64,
-                 config_name: str = CONFIG) -> dict[str, float]:
-    """One post-merge run per day for ``days`` days (2 % gaussian noise); from ``change_day`` on, each
-    metric is multiplied by ``change[metric]``. Returns the values of "today" (day ``days``)."""
+                 config_name: str = CONFIG, repeats: int = 1,
+                 today_repeats: int = 1) -> dict[str, float] | list[dict[str, float]]:
+    """One post-merge job per day for ``days`` days, each the mean of ``repeats`` runs (2 % gaussian
+    noise per run); from ``change_day`` on, each metric is multiplied by ``change[metric]``. Returns
+    the values of "today" (day ``days``): one mapping, or a list of ``today_repeats`` of them."""
     rng = np.random.default_rng(seed)
     keys = make_keys(config_name, concurrency)
     for d in range(days):
         factors = change if (change_day is not None and d >= change_day) else None
-        run = make_run({concurrency: day_values(rng, factors)}, config_name)
+        values = [day_values(rng, factors) for _ in range(repeats)]
+        run = make_run({concurrency: values if repeats > 1 else values[0]}, config_name)
         store.add_run(keys, run, RunMeta(commit=f"c{d:04d}", branch="main", post_merge=True,
                                          timestamp=DAY0 + timedelta(days=d, minutes=int(rng.integers(0, 90)))))
     factors = change if change_day is not None else None
+    if today_repeats > 1:
+        return [day_values(rng, factors) for _ in range(today_repeats)]
     return day_values(rng, factors)
 
 

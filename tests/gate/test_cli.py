@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from datetime import timedelta
@@ -19,6 +20,7 @@ from perfsanity.results.history import HistoryStore
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = DAY0 + timedelta(days=90, hours=3)
+DROP = {"output_token_throughput": 0.95, "total_token_throughput": 0.95}
 
 
 def _job(tmp_path: Path, values: dict, name: str = "job", *, meta: bool = True) -> Path:
@@ -32,15 +34,16 @@ def _job(tmp_path: Path, values: dict, name: str = "job", *, meta: bool = True) 
 
 @pytest.fixture
 def seeded(tmp_path, monkeypatch):
-    """A history with a 5 % throughput drop at day 60; PERFSANITY_* pointed into tmp_path."""
+    """A history with a 5 % throughput drop at day 60 (the trailing mean's level since), and today's job
+    (5 repeats) 5 % below that again; PERFSANITY_* pointed into tmp_path."""
     db = tmp_path / "history.sqlite"
     monkeypatch.setenv("PERFSANITY_HISTORY", str(db))
     monkeypatch.delenv("PERFSANITY_BASELINES", raising=False)  # ./baselines.yaml (cwd is tmp_path)
     monkeypatch.delenv("PERFSANITY_OPENSEARCH_URL", raising=False)
     monkeypatch.chdir(tmp_path)
     with HistoryStore(db) as store:
-        today = seed_history(store, change_day=60,
-                             change={"output_token_throughput": 0.95, "total_token_throughput": 0.95})
+        today = seed_history(store, change_day=60, today_repeats=5, change=DROP)
+    today = [dict(r, **{m: r[m] * DROP[m] for m in DROP}) for r in today]
     return db, today
 
 
@@ -66,7 +69,7 @@ def test_gate_post_merge_warns_records_and_writes_artifacts(seeded, tmp_path, ca
 
 def test_gate_pre_merge_fails_with_exit_5(seeded, tmp_path, capsys):
     _db, today = seeded
-    job = _job(tmp_path, dict(today, output_token_throughput=today["output_token_throughput"] * 0.8))
+    job = _job(tmp_path, [dict(r, output_token_throughput=r["output_token_throughput"] * 0.8) for r in today])
     assert main(["gate", str(job), "--pre-merge", "--no-record"]) == 5
     err = capsys.readouterr().err
     assert err.startswith("perfsanity: error: perf regression (pre-merge): c64.output_token_throughput")
@@ -75,7 +78,8 @@ def test_gate_pre_merge_fails_with_exit_5(seeded, tmp_path, capsys):
 
 
 def test_baseline_pin_then_gate_uses_it(seeded, tmp_path, capsys):
-    _db, today = seeded
+    _db, repeats = seeded
+    today = {m: statistics.fmean(r[m] for r in repeats) for m in DROP}  # what the gate compares: the mean
     assert main(["baseline", "pin", "--config", CONFIG, "--metric", "output_token_throughput",
                  "--value", str(today["output_token_throughput"]), "--concurrency", "64"]) == 0
     assert main(["baseline", "pin", "--config", CONFIG, "--metric", "total_token_throughput",
@@ -84,7 +88,7 @@ def test_baseline_pin_then_gate_uses_it(seeded, tmp_path, capsys):
     assert pinned["configs"][CONFIG]["baselines"]["output_token_throughput"] == {64: today["output_token_throughput"]}
     assert main(["baseline", "show"]) == 0
     assert "output_token_throughput" in capsys.readouterr().out
-    job = _job(tmp_path, today)
+    job = _job(tmp_path, repeats)
     assert main(["gate", str(job), "--no-record"]) == 0
     gate = json.loads((job / "gate.json").read_text())
     assert gate["verdict"] == "PASS"
@@ -106,11 +110,11 @@ def test_gate_uses_the_configs_gate_section(seeded, tmp_path):
     _db, today = seeded
     job = _job(tmp_path, today, meta=False)
     job_meta(timestamp=NOW, gate={"metrics": ["ttft_median"],
-                                  "thresholds": {"ttft_median": {"post_merge_pct": 0.01}}}).write(job / "job_meta.json")
+                                  "thresholds": {"ttft_median": {"post_merge_pct": 50}}}).write(job / "job_meta.json")
     assert main(["gate", str(job), "--no-record"]) == 0
     gate = json.loads((job / "gate.json").read_text())
     assert [v["metric"] for v in gate["verdicts"]] == ["ttft_median"]
-    assert gate["verdicts"][0]["threshold_pct"] == 0.01
+    assert gate["verdicts"][0]["threshold_pct"] == 50  # the configured floor is above the noise bar
 
 
 def test_history_table_and_filters(seeded, capsys):
@@ -202,7 +206,7 @@ def test_python_dash_m_bad_input_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_python_dash_m_end_to_end(seeded, tmp_path):
     _db, today = seeded
-    job = _job(tmp_path, dict(today, ttft_median=today["ttft_median"] * 1.3))
+    job = _job(tmp_path, [dict(r, ttft_median=r["ttft_median"] * 1.3) for r in today])
     proc = _run(["gate", str(job), "--pre-merge"], tmp_path)
     assert proc.returncode == 5, proc.stderr
     assert "c64.ttft_median" in proc.stderr and "Traceback" not in proc.stderr

@@ -23,23 +23,12 @@ from perfsanity.results.history import HistoryStore, RunMeta
 T0 = datetime(2025, 6, 1, 3, 0, tzinfo=UTC)
 
 
-def test_history_baseline_is_percentile_of_rolling_daily_means():
-    # two runs per day: the day's mean is what counts
-    days = [100, 110, 90, 100, 120, 80]
-    series = []
-    for d, v in enumerate(days):
-        series += [(T0 + timedelta(days=d), v - 10.0), (T0 + timedelta(days=d, hours=5), v + 10.0)]
-    rolling = [100.0, 100.0, 103.333333, 100.0]  # 3-day trailing means of the daily means
-    import numpy as np
-
-    hb, n = history_baseline(series, higher_is_better=True)
-    assert n == 6
-    assert hb == pytest.approx(float(np.percentile(rolling, 95)))
-    lb, _ = history_baseline(series, higher_is_better=False)
-    assert lb == pytest.approx(float(np.percentile(rolling, 5)))
-    assert history_baseline(series[:4], higher_is_better=True) == (None, 2)
-    single, _ = history_baseline(series[:2], higher_is_better=True, min_days=1)
-    assert single == pytest.approx(100.0)
+def test_history_baseline_is_the_trailing_mean():
+    series = [(T0 + timedelta(days=d), float(v)) for d, v in enumerate([500, 100, 110, 90, 100, 120, 80])]
+    value, days = history_baseline(list(reversed(series)), max_records=6)  # sorted by time here
+    assert days == 7 and value == pytest.approx(100.0)  # the oldest point is outside the trailing 6
+    assert history_baseline(series[:2], min_days=3) == (None, 2)
+    assert history_baseline(series[:1], min_days=1) == (500.0, 1)
 
 
 @pytest.mark.parametrize("metric_higher, value, verdict", [

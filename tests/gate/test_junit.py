@@ -14,17 +14,18 @@ from perfsanity.results.junit import add_role_failures, write_junit
 CONFIG = "ds.r1 <script>alert(1)</script>"
 
 
-def _v(metric, verdict, value=100.0, baseline=100.0, delta=0.0, note=""):
+def _v(metric, verdict, value=100.0, baseline=100.0, delta=0.0, note="", **stats):
     return MetricVerdict(concurrency=64, metric=metric, value=value, baseline=baseline, baseline_source="history",
                          delta_pct=delta, threshold_pct=5.0, higher_is_better=metric.endswith("throughput"),
-                         verdict=verdict, history_days=30, note=note)
+                         verdict=verdict, history_days=30, note=note, **stats)
 
 
 REPORT = GateReport(
     config_name=CONFIG, pre_merge=False, evaluated_at=datetime(2025, 1, 1, tzinfo=UTC), lookback_days=90,
     history="postgresql+psycopg://perf:***@db/perf",
     verdicts=(
-        _v("output_token_throughput", Verdict.WARN, 93.0, 100.0, -7.0),
+        _v("output_token_throughput", Verdict.WARN, 93.0, 100.0, -7.0, repeats=5, baseline_runs=150,
+           sigma_pct=2.1, pvalue=1.5e-6, level=0.01 / 5, change_point="-7.0% level shift from this run, p=1.0e-05"),
         _v("total_token_throughput", Verdict.FAIL, 80.0, 100.0, -20.0),
         _v("ttft_median", Verdict.PASS, 101.0, 100.0, 1.0),
         _v("ttft_p99", Verdict.NO_BASELINE, 300.0, None, None, note="1 day(s) of history, need 3"),
@@ -55,6 +56,9 @@ def test_gate_testcases(tmp_path):
     (case_props,) = warn.iterchildren(Properties)  # junitparser has no TestCase.properties()
     props = {p.name: p.value for p in case_props}
     assert props["verdict"] == "WARN" and props["baseline_source"] == "history" and props["delta_pct"] == "-7.0"
+    assert (props["repeats"], props["baseline_runs"], props["sigma_pct"], props["pvalue"], props["level"]) == \
+        ("5", "150", "2.1", "1.5e-06", "0.002")
+    assert "value 93 (mean of 5)" in warn.system_out and "change point: -7.0% level shift" in warn.system_out
     xml = JUnitXml.fromfile(str(path))
     suite = next(iter(xml))
     assert (suite.tests, suite.failures, suite.skipped, suite.errors) == (5, 1, 2, 0)

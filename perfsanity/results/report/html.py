@@ -27,8 +27,10 @@ VERDICT_CLASS = {
     Verdict.FAIL: "fail",
     Verdict.NO_BASELINE: "none",
     Verdict.NO_VALUE: "none",
+    Verdict.CLIENT_SATURATED: "warn",
 }
-_SEVERITY = {Verdict.FAIL: 0, Verdict.WARN: 1, Verdict.PASS: 2, Verdict.NO_VALUE: 3, Verdict.NO_BASELINE: 4}
+_SEVERITY = {Verdict.FAIL: 0, Verdict.WARN: 1, Verdict.CLIENT_SATURATED: 2, Verdict.PASS: 3, Verdict.NO_VALUE: 4,
+             Verdict.NO_BASELINE: 5}
 
 
 def fmt(value: float | None, digits: int = 2) -> str:

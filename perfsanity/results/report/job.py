@@ -66,8 +66,11 @@ def render_job_report(
     result_rows = []
     for r in results:
         flat = flatten(r)
+        validity = r.validity + "".join(f"; {k} invalid: {why}" for k, why in sorted(r.invalid_metrics.items()))
+        if r.evidence:
+            validity += " (" + "; ".join(r.evidence) + ")"
         result_rows.append([r.concurrency, r.client, f"{r.completed}/{r.requested}", r.failed]
-                           + [fmt(flat.get(m)) for m, _ in SUMMARY_COLUMNS])
+                           + [fmt(flat.get(m)) for m, _ in SUMMARY_COLUMNS] + [max(len(r.repeats), 1), validity])
     figs = []
     png = plots.throughput_vs_concurrency(run.results, title=f"{run.config_name}: throughput vs concurrency")
     if png:
@@ -104,7 +107,8 @@ def render_job_report(
         meta=meta,
         keys_line=keys_summary(meta.match_keys(0)) if meta is not None else "",
         build_url=mask_url(meta.build_url, keep_user=False) if meta is not None else "",
-        result_headers=["concurrency", "client", "completed", "failed"] + [h for _, h in SUMMARY_COLUMNS],
+        result_headers=["concurrency", "client", "completed", "failed"] + [h for _, h in SUMMARY_COLUMNS]
+        + ["runs", "validity"],
         result_rows=result_rows,
         plots=figs,
         trends=trends,

@@ -48,9 +48,8 @@ def trend_panel(
     if pinned is not None:
         baseline, source = pinned, "pinned"
     else:
-        baseline, _days = history_baseline(
-            valid, higher_is_better=higher, rolling_days=config.rolling_days, min_days=config.min_history_days
-        )
+        baseline, _days = history_baseline(valid, max_records=config.baseline_records,
+                                           min_days=config.min_history_days)
         source = "history" if baseline is not None else "none"
     cps = tuple(detect_change_points(valid, metric=metric))
     png = plots.trend(
