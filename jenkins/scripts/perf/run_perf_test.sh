@@ -7,5 +7,9 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
-python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); from perfsanity.bootstrap import ensure_requirements; ensure_requirements(quiet=True)' "$repo"
-exec python3 -m perfsanity.cli.jenkins "$@"
+# the project venv (synced from uv.lock on first use; nothing is installed into this agent's python3)
+py=$(python3 "$repo/perfsanity/bootstrap.py" --print-python)
+# launch.sh (sbatch exports this environment) and its steps run `python3`: the same venv
+PATH="$(dirname "$py"):$PATH"
+export PATH
+exec "$py" -m perfsanity.cli.jenkins "$@"
