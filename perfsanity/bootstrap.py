@@ -229,8 +229,19 @@ def reexec(groups: Sequence[str] = ()) -> None:
     # child processes that run `python3` (launch.sh under sbatch --export=ALL, srun steps) get this venv too
     os.environ["PATH"] = f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}"
     os.environ["VIRTUAL_ENV"] = str(python.parent.parent)
-    argv = [str(python), *sys.argv] if sys.argv and sys.argv[0] not in ("", "-c") else [str(python)]
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:  # python -m NAME: run the module again, not its file
+        argv = [str(python), "-m", spec.name.removesuffix(".__main__"), *sys.argv[1:]]
+    else:
+        argv = [str(python), *sys.argv]
     os.execv(str(python), argv)
+
+
+def reexec_from_checkout() -> None:
+    """:func:`reexec` when this package runs from a checkout (it has uv.lock); else nothing (pip-installed)."""
+    if LOCK_FILE.is_file():
+        reexec()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

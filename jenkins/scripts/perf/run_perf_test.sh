@@ -5,7 +5,7 @@
 # need no database credentials), and exits with the job's verdict combined with the gate's.
 # Usage: run_perf_test.sh --test disagg_upload-e2e-<config> --workspace DIR [--cluster FILE] [--upload] ...
 set -euo pipefail
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+repo=$(cd -P "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 # the project venv (synced from uv.lock on first use; nothing is installed into this agent's python3)
 py=$(python3 "$repo/perfsanity/bootstrap.py" --print-python)
