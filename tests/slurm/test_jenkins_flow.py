@@ -178,9 +178,9 @@ def test_jenkinsfile_collects_failed_killed_and_rejected_jobs(cluster, s, tmp_pa
         for test in ws:
             cases, text = by_test[test]
             assert any(not c.is_passed and not c.is_skipped for c in cases), (test, text)
-        assert "CANCELLED" in by_test[KILLED][1] or "cancel" in by_test[KILLED][1].lower(), by_test[KILLED][1]
-        assert "CTX_0" in by_test[FAILING][1], by_test[FAILING][1]
-        assert "no job id" in by_test[REJECTED][1] or "submit" in by_test[REJECTED][1], by_test[REJECTED][1]
+        assert f"SLURM job {killed['job_id']} ended CANCELLED" in by_test[KILLED][1], by_test[KILLED][1]
+        assert "job failed (exit code 1)" in by_test[FAILING][1], by_test[FAILING][1]
+        assert "the job never ran" in by_test[REJECTED][1], by_test[REJECTED][1]
         assert len([c for c in build.junit_cases if c[2] == "failed"]) >= 3
         # the failed and the killed job's logs and launch.sh are archived
         archived = {p.relative_to(tmp_path).as_posix() for p in build.archived}
