@@ -117,7 +117,8 @@ def install_commands(groups: Sequence[str] = ()) -> list[tuple[list[str], dict[s
         ([_base_python(), "-m", "venv", str(uv_dir)], {}),
         ([str(uv_dir / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q",
           f"uv=={UV_VERSION}"], {}),
-        (sync, {"UV_PROJECT_ENVIRONMENT": str(venv)}),
+        # the platform's CA store, as pip uses it (hosts behind a TLS-inspecting proxy need it)
+        (sync, {"UV_PROJECT_ENVIRONMENT": str(venv), "UV_SYSTEM_CERTS": os.environ.get("UV_SYSTEM_CERTS", "1")}),
     ]
 
 
