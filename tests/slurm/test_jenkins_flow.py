@@ -165,10 +165,10 @@ def test_jenkinsfile_collects_failed_killed_and_rejected_jobs(cluster, s, tmp_pa
         build = jenkinsfile_model.run(JENKINSFILE, tmp_path, params, env, before_stage={"track": kill_before_track},
                                       sh_timeout_s=420)
         log = "\n".join(build.log)
-        assert build.result == "FAILURE", log
-        assert build.stages == {"validate": "SUCCESS", "submit": "FAILURE", "track": "FAILURE"}, log
         # Jenkins' junit step got one file per test, and an entry per test that names what went wrong
         assert sorted(p.parent.name for p in build.junit_files) == sorted(ws), log
+        assert build.result == "FAILURE", log
+        assert build.stages == {"validate": "SUCCESS", "submit": "FAILURE", "track": "FAILURE"}, log
         by_test = {}
         for test, path in ((t, ws[t] / "junit.xml") for t in ws):
             xml = JUnitXml.fromfile(str(path))
