@@ -107,3 +107,13 @@ def test_bad_lock_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(bootstrap, "LOCK_FILE", tmp_path / "uv.lock")
     assert bootstrap.main(["--print-python"]) == 2
     assert not (tmp_path / "venv").exists() and not (tmp_path / "home").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_lock_file_matches_pyproject():
+    """uv.lock is what pyproject.toml resolves to (``uv lock --check``, asks the index)."""
+    uv = bootstrap.ensure_uv()
+    proc = subprocess.run([str(uv), "lock", "--check", "--project", str(REPO)], capture_output=True, text=True,
+                          timeout=240, check=False, env={**os.environ, "UV_SYSTEM_CERTS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
