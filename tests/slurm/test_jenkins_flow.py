@@ -182,11 +182,12 @@ def test_jenkinsfile_collects_failed_killed_and_rejected_jobs(cluster, s, tmp_pa
         assert "job failed (exit code 1)" in by_test[FAILING][1], by_test[FAILING][1]
         assert "the job never ran" in by_test[REJECTED][1], by_test[REJECTED][1]
         assert len([c for c in build.junit_cases if c[2] == "failed"]) >= 3
-        # the failed and the killed job's logs and launch.sh are archived
+        # the failed and the killed job's batch log, launch.sh and report are archived
         archived = {p.relative_to(tmp_path).as_posix() for p in build.archived}
         for test in (FAILING, KILLED):
-            assert f"perf-ws/{test}/launch.sh" in archived and f"perf-ws/{test}/junit.xml" not in archived
-            assert any(a.startswith(f"perf-ws/{test}/logs/") for a in archived), sorted(archived)
+            job_id = s.job_id_of(ws[test])
+            for name in ("launch.sh", f"slurm-{job_id}.out", "report.json", "jobid.json"):
+                assert f"perf-ws/{test}/{name}" in archived, (name, sorted(archived))
         state = json.loads((ws[KILLED] / "jobid.json").read_text())["state"]
         assert state == "CANCELLED", state
         assert json.loads((ws[FAILING] / "jobid.json").read_text())["state"] in ("FAILED", "COMPLETED")
