@@ -95,7 +95,7 @@ def test_bootstrap_makes_its_own_venv_once_and_reexecs_into_it(tmp_path):
 
     script = tmp_path / "where.py"
     script.write_text(f"import sys\nsys.path.insert(0, {str(REPO)!r})\nfrom perfsanity import bootstrap\n"
-                      "bootstrap.reexec()\nimport yaml, pydantic, otava.analysis\nprint(sys.prefix)\n")
+                      "bootstrap.reexec()\nimport yaml, pydantic, pytest, pytest_timeout, otava.analysis\nprint(sys.prefix)\n")
     run = subprocess.run([base, str(script)], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     assert Path(run.stdout.strip()).resolve() == (tmp_path / "venv").resolve()
