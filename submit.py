@@ -9,9 +9,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perfsanity.bootstrap import ensure_requirements  # noqa: E402
+from perfsanity.bootstrap import reexec  # noqa: E402  (stdlib only)
 
-ensure_requirements()
+reexec()  # under the project venv (made from uv.lock on first use), never the interpreter that ran us
 
 from perfsanity.cli.submit import main  # noqa: E402
 

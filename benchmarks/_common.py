@@ -21,9 +21,9 @@ BENCH = ROOT / "benchmarks"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from perfsanity.bootstrap import ensure_requirements  # noqa: E402  (stdlib only; installs on first use)
+from perfsanity.bootstrap import reexec  # noqa: E402  (stdlib only)
 
-ensure_requirements(quiet=True)
+reexec()  # run under the project venv (made from uv.lock on first use)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

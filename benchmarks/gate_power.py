@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # isort: off
-from _common import machine_info, print_header  # noqa: E402  (first: installs the harness's requirements)
+from _common import machine_info, print_header  # noqa: E402  (first: runs under the project venv)
 import numpy as np  # noqa: E402
 # isort: on
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import print_header  # noqa: E402  (first: installs the harness's requirements on first use)
+from _common import print_header  # noqa: E402  (first: runs under the project venv)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$PERFSANITY_REPO/tests"
 export PYTHONPATH="$PERFSANITY_REPO${PYTHONPATH:+:$PYTHONPATH}"
 rank=${SLURM_PROCID:-0}
-exec python3 -m pytest "perf/test_perf_sanity.py::test_e2e[$PERFSANITY_TEST_ID]" \
+py=$(python3 "$PERFSANITY_REPO/perfsanity/bootstrap.py" --print-python)  # the harness venv (install step)
+exec "$py" -m pytest "perf/test_perf_sanity.py::test_e2e[$PERFSANITY_TEST_ID]" \
     -p no:cacheprovider -q -s -rA --no-header -o console_output_style=classic \
     --junitxml="$PERFSANITY_JOB_DIR/logs/junit-$DISAGG_SERVING_TYPE-$rank.xml"

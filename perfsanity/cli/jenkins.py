@@ -15,7 +15,7 @@ from pathlib import Path
 
 from perfsanity.common.errors import PerfsanityError
 from perfsanity.plan.launch import DRAFT_LAUNCH, INSTALL_SH, REPO_ROOT, RUN_SH, default_srun_args, render_prefix
-from perfsanity.plan.prepare import CONFIGS_ROOT, find_config, prepare_direct
+from perfsanity.plan.prepare import CONFIGS_ROOT, find_config, locate_l0_config, prepare_direct
 from perfsanity.spec.testlist import parse_test_id
 
 TRACK_MARGIN_S = 600
@@ -28,7 +28,9 @@ def write_inputs(ws: Path, test_id: str, *, partition: str | None, account: str 
     from perfsanity.spec.cluster import cluster_from_env_or_arg
 
     sel = parse_test_id(test_id)
-    config_path = find_config(sel.config_name, sel.kind, [CONFIGS_ROOT])
+    # the file the L0 lookup will use ($DISAGG_CONFIG_FOLDER first), when it is in our format
+    case = locate_l0_config(sel, REPO_ROOT)
+    config_path = case.path if case.form == "as-is" else find_config(sel.config_name, sel.kind, [CONFIGS_ROOT])
     given = {"slurm.partition": partition, "slurm.account": account,
              "slurm.container_image": container_image, "slurm.container_mounts": container_mounts}
     overrides = {k: v for k, v in given.items() if v}

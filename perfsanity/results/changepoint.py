@@ -2,7 +2,7 @@
 
 Otava 0.8.0 is used only through ``otava.analysis.compute_change_points``, which needs numpy and scipy.
 Its wheel also declares exact pins (``numpy==2.2.0``, ``scipy<1.17``) and cloud clients we never import,
-so perfsanity installs it with ``pip install --no-deps apache-otava==0.8.0``.
+so the lock (uv.lock, `[tool.uv]` overrides in pyproject.toml) keeps only numpy and scipy of its dependencies.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def _compute(values: list[float], window_len: int, max_pvalue: float, min_magnit
         from otava.analysis import compute_change_points
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise PerfsanityError(
-            "change point detection needs Apache Otava: pip install --no-deps apache-otava==0.8.0 "
+            "change point detection needs Apache Otava (the 'changepoint' extra, which the project venv "
+            "has): pip install --no-deps apache-otava==0.8.0 "
             f"({exc})"
         ) from None
     points, _weak = compute_change_points(

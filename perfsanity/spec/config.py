@@ -535,7 +535,10 @@ def config_from_dict(
     if overrides:
         data = apply_overrides(data, overrides, source=source)
     if cluster is not None:
-        data = cluster.apply(data)
+        try:
+            data = cluster.apply(data)
+        except ValueError as exc:  # an environment value such as an int too long to turn into text
+            raise ConfigError(source, "environment", f"cannot merge the cluster's env into it: {exc}") from None
     if not _valid_name(name):
         raise ConfigError(source, "", f"config name {name!r} must match [A-Za-z0-9._-]+")
     data.update(name=name, kind=kind, source=source)

@@ -5,6 +5,10 @@
 * The Jenkinsfile's stages one by one (``jenkins_stage.sh validate|submit|track|collect`` with
   ``TEST_LIST`` / ``CLUSTER_FILE``, as the Jenkinsfile runs them): each stage does only its part; the
   collect stage runs the results pipeline on the agent (gate.json, junit.xml, the agent's history).
+* The Jenkinsfile itself, run by ``jenkinsfile_model`` (declarative semantics, no Jenkins server) on a
+  test list whose jobs go wrong: one fails (a role exits at start), one is killed (scancel while it
+  runs), one is never submitted (sbatch rejects it). Jenkins' junit step still gets every test's
+  entry, failed and naming why, and the artifacts are archived.
 
 Needs ``scripts/local_slurm/start.sh`` (skipped without it, failed under CI=true).
 """
@@ -17,6 +21,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import jenkinsfile_model
 import pytest
 from junitparser import JUnitXml
 
@@ -26,7 +31,13 @@ from perfsanity.results.history import HistoryStore
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 TEST_ID = "disagg_upload-e2e-mocker-ctx1-gen1"
-JENKINS_STAGE = Path(__file__).resolve().parents[2] / "jenkins/scripts/perf/jenkins_stage.sh"
+REPO = Path(__file__).resolve().parents[2]
+JENKINS_STAGE = REPO / "jenkins/scripts/perf/jenkins_stage.sh"
+JENKINSFILE = REPO / "Jenkinsfile"
+TEST_CONFIGS = Path(__file__).resolve().parent / "configs"
+FAILING = "disagg_upload-e2e-slurm-crash-ctx"  # CTX_0 exits at start
+KILLED = "disagg_upload-e2e-slurm-long-bench"  # scancelled while it runs
+REJECTED = "disagg_upload-e2e-slurm-bad-partition"  # sbatch rejects it
 
 
 def _check_junit_like_jenkins(path: Path) -> None:
@@ -125,3 +136,61 @@ def test_validate_stage_rejects_unknown_test(cluster, s, tmp_path):
                  env=s.env(tmp_path), timeout_s=60)
     assert proc.returncode != 0
     assert "no-such-config" in proc.stderr and not (tmp_path / "ws" / "launch.sh").exists()
+
+
+def _wait_running(s, ws: Path, timeout_s: float) -> str:
+    def running() -> str | None:
+        job_id = s.job_id_of(ws)
+        return job_id if job_id and jobs.job_state(job_id).state == "RUNNING" else None
+
+    return s.wait_for(running, timeout_s, f"the job of {ws.name} to be RUNNING")
+
+
+@pytest.mark.timeout(1200)
+def test_jenkinsfile_collects_failed_killed_and_rejected_jobs(cluster, s, tmp_path):
+    """The Jenkinsfile as Jenkins runs it: junit entries for a failed, a killed and a rejected job."""
+    (tmp_path / "jenkins").symlink_to(REPO / "jenkins")  # the workspace is a checkout: sh steps use jenkins/...
+    params = {"TEST_LIST": f"# nightly\n{FAILING}\n{KILLED}\n{REJECTED}\n", "GPU_TYPE": "CPU",
+              "CLUSTER_FILE": str(s.LOCAL_CLUSTER), "UPLOAD": "false"}
+    # test ids of tests/slurm/configs (the L0 lookup's upstream folder override)
+    env = s.env(tmp_path, DISAGG_CONFIG_FOLDER=str(TEST_CONFIGS / "disagg" / "perf"))
+    ws = {t: tmp_path / "perf-ws" / t for t in (FAILING, KILLED, REJECTED)}
+    killed: dict[str, str] = {}
+
+    def kill_before_track() -> None:
+        killed["job_id"] = _wait_running(s, ws[KILLED], timeout_s=480)  # the shared cluster may be busy
+        jobs.cancel(killed["job_id"])
+
+    try:
+        build = jenkinsfile_model.run(JENKINSFILE, tmp_path, params, env, before_stage={"track": kill_before_track},
+                                      sh_timeout_s=420)
+        log = "\n".join(build.log)
+        # Jenkins' junit step got one file per test, and an entry per test that names what went wrong
+        assert sorted(p.parent.name for p in build.junit_files) == sorted(ws), log
+        assert build.result == "FAILURE", log
+        assert build.stages == {"validate": "SUCCESS", "submit": "FAILURE", "track": "FAILURE"}, log
+        by_test = {}
+        for test, path in ((t, ws[t] / "junit.xml") for t in ws):
+            xml = JUnitXml.fromfile(str(path))
+            cases = [c for suite in (xml if ET.parse(path).getroot().tag == "testsuites" else [xml]) for c in suite]
+            assert cases and all(c.name and c.classname for c in cases), (test, path.read_text())
+            by_test[test] = (cases, path.read_text())
+        for test in ws:
+            cases, text = by_test[test]
+            assert any(not c.is_passed and not c.is_skipped for c in cases), (test, text)
+        assert f"SLURM job {killed['job_id']} ended CANCELLED" in by_test[KILLED][1], by_test[KILLED][1]
+        assert "job failed (exit code 1)" in by_test[FAILING][1], by_test[FAILING][1]
+        assert "the job never ran" in by_test[REJECTED][1], by_test[REJECTED][1]
+        assert len([c for c in build.junit_cases if c[2] == "failed"]) >= 3
+        # the failed and the killed job's batch log, launch.sh and report are archived
+        archived = {p.relative_to(tmp_path).as_posix() for p in build.archived}
+        for test in (FAILING, KILLED):
+            job_id = s.job_id_of(ws[test])
+            for name in ("launch.sh", f"slurm-{job_id}.out", "report.json", "jobid.json"):
+                assert f"perf-ws/{test}/{name}" in archived, (name, sorted(archived))
+        state = json.loads((ws[KILLED] / "jobid.json").read_text())["state"]
+        assert state == "CANCELLED", state
+        assert json.loads((ws[FAILING] / "jobid.json").read_text())["state"] in ("FAILED", "COMPLETED")
+    finally:
+        for test in ws.values():
+            s.cancel_quietly(s.job_id_of(test))

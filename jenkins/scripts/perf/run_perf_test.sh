@@ -5,7 +5,11 @@
 # need no database credentials), and exits with the job's verdict combined with the gate's.
 # Usage: run_perf_test.sh --test disagg_upload-e2e-<config> --workspace DIR [--cluster FILE] [--upload] ...
 set -euo pipefail
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+repo=$(cd -P "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
-python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); from perfsanity.bootstrap import ensure_requirements; ensure_requirements(quiet=True)' "$repo"
-exec python3 -m perfsanity.cli.jenkins "$@"
+# the project venv (synced from uv.lock on first use; nothing is installed into this agent's python3)
+py=$(python3 "$repo/perfsanity/bootstrap.py" --print-python)
+# launch.sh (sbatch exports this environment) and its steps run `python3`: the same venv
+PATH="$(dirname "$py"):$PATH"
+export PATH
+exec "$py" -m perfsanity.cli.jenkins "$@"
