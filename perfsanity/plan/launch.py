@@ -55,7 +55,7 @@ _SBATCH_SAFE = re.compile(r"^[A-Za-z0-9._,:@+=/%-]+\Z")  # \Z: "$" would accept 
 class LaunchPaths:
     """Absolute paths baked into launch.sh."""
 
-    repo: Path  # the perfsanity checkout the roles run from (L0: --llm-src)
+    repo: Path  # the perfsanity checkout the roles run from (L0: --llm-src when it is one)
     job_dir: Path  # where everything of this job is written
     config: Path  # the test config YAML
     run_sh: Path = RUN_SH
