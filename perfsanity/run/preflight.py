@@ -123,33 +123,23 @@ def run_preflight(plan: PreflightPlan, hosts: Sequence[str], job_dir: Path, *, s
     for step in plan.steps:
         step_hosts = tuple(hosts[n] for n in step.nodes)
         procs.append((step, step_hosts, start(f"preflight-{step.role}", step_hosts, task_argv(plan, step, job_dir))))
-    while any(p.poll() is None for _, _, p in procs) and not bound.expired:
+    # a failed check (or a step that ended without its reports) ends the wait at once
+    reports, problems = _collect(plan, procs, gave_up=False)
+    while any(p.poll() is None for _, _, p in procs) and not problems and not bound.expired:
         tick()
-    timed_out = [p for _, _, p in procs if p.poll() is None]
-    for p in timed_out:
+        reports, problems = _collect(plan, procs, gave_up=False)
+    running = [p for _, _, p in procs if p.poll() is None]
+    reports, problems = _collect(plan, procs, gave_up=False)  # what a step wrote before it exited counts
+    for p in running:
         p.stop(5.0)
-    reports: list[dict] = []
-    problems: list[tuple[int, str, str, str]] = []  # (check index, node, role, message)
-    for step, step_hosts, proc in procs:
-        got = read_reports(proc.log_path, proc.name)
-        reports += got
-        seen = {r.get("node") for r in got}
-        for host in step_hosts:
-            if host in seen:
-                continue
-            if proc in timed_out:
-                why = (f"no report within preflight.timeout_s={plan.timeout_s:g}s (step still running; "
-                       f"see {proc.log_path})")
-                problems.append((CHECKS.index("answers"), host, step.role, why))
-            else:
-                check = "container starts" if plan.container and proc.poll() else "answers"
-                why = f"step exited with code {proc.poll()} without a report (see {proc.log_path})"
-                problems.append((CHECKS.index(check), host, step.role, why))
-        for r in got:
-            for c in r.get("checks", []):
-                if c.get("status") == "failed" and c.get("check") in CHECKS:
-                    problems.append((CHECKS.index(c["check"]), str(r.get("node")), str(r.get("role")),
-                                     str(c.get("detail", ""))))
+    reach = CHECKS.index("node-to-node reach")
+    if not problems or all(p[0] == reach for p in problems):
+        # peers that gave up waiting for a port: name the node that never published one (nor reported)
+        published = {(name.rsplit(".", 1)[0], str(d.get("node"))) for name, d in
+                     _read_addresses(job_dir / DIR / "addr").items()}
+        late = _collect(plan, procs, gave_up=True, timed_out=running, after_s=plan.timeout_s - bound.remaining)[1]
+        silent = [p for p in late if p[0] != reach and (p[2], p[1]) not in published]
+        problems = silent or problems or late
     if problems:
         problems.sort(key=lambda p: p[0])
         index, node, role, why = problems[0]
@@ -159,6 +149,37 @@ def run_preflight(plan: PreflightPlan, hosts: Sequence[str], job_dir: Path, *, s
         logs = "\n".join(f"--- {p.log_path.name} ---\n{tail(p.log_path, 15)}" for _, _, p in procs)
         raise PreflightFailed(message, details + "\n" + logs)
     return reports
+
+
+def _collect(plan: PreflightPlan, procs: Sequence[tuple[PreflightStep, tuple[str, ...], ManagedProcess]], *,
+             gave_up: bool, timed_out: Sequence[ManagedProcess] = (), after_s: float = 0.0,
+             ) -> tuple[list[dict], list[tuple]]:
+    """(reports so far, problems as (check index, node, role, message)). A node without a report is a
+    problem once its step ended, or for every step when ``gave_up`` (the bound ran out)."""
+    reports: list[dict] = []
+    problems: list[tuple[int, str, str, str]] = []
+    for step, step_hosts, proc in procs:
+        got = read_reports(proc.log_path, proc.name)
+        reports += got
+        seen = {r.get("node") for r in got}
+        rc = proc.poll()
+        for host in step_hosts:
+            if host in seen or (rc is None and not gave_up):
+                continue
+            if proc in timed_out:
+                why = (f"no report after {after_s:.0f}s (bound: preflight.timeout_s={plan.timeout_s:g}s; step "
+                       f"still running; see {proc.log_path})")
+                problems.append((CHECKS.index("answers"), host, step.role, why))
+            else:
+                check = "container starts" if plan.container and rc else "answers"
+                why = f"step exited with code {rc} without a report (see {proc.log_path})"
+                problems.append((CHECKS.index(check), host, step.role, why))
+        for r in got:
+            for c in r.get("checks", []):
+                if c.get("status") == "failed" and c.get("check") in CHECKS:
+                    problems.append((CHECKS.index(c["check"]), str(r.get("node")), str(r.get("role")),
+                                     str(c.get("detail", ""))))
+    return reports, problems
 
 
 def read_reports(log: Path, name: str = "") -> list[dict]:

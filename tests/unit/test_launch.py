@@ -426,11 +426,12 @@ def test_draft_is_thin_glue() -> None:
 
 @pytest.mark.parametrize("script", ["jenkins/scripts/slurm_run.sh", "jenkins/scripts/slurm_install.sh",
                                     "jenkins/scripts/perf/disaggregated/slurm_launch_draft.sh",
-                                    "jenkins/scripts/perf/disaggregated/slurm_preflight.sh"])
+                                    "jenkins/scripts/perf/disaggregated/slurm_preflight.sh",
+                                    "tests/fixtures/trtllm_draft/slurm_launch_draft.sh"])
 def test_bash_scripts_are_clean(script: str, h) -> None:
     path = REPO / script
-    # the draft and the preflight are fragments: what they read is defined by the generated part above them
-    fragment = "/disaggregated/" in script
+    # the drafts and the preflight are fragments: what they read is defined by the generated part above them
+    fragment = "draft" in script or "preflight" in script
     h.assert_clean_bash(path, exclude=["SC2154", "SC2153"] if fragment else [])
 
 
