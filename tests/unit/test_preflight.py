@@ -141,3 +141,27 @@ def test_plan_for_a_role_plan() -> None:
     assert plan.tasks == 3 and plan.container and plan.gpu_skip == ""
     off = plan_for(steps, timeout_s=30, container=False, needs_gpu=False, backend="dynamo-mocker")
     assert off.gpu_skip == "backend dynamo-mocker runs no GPU code" and off.steps[0].gpus_per_node == 0
+
+
+def test_config_section(tmp_path: Path) -> None:
+    import yaml
+
+    from perfsanity.common.errors import ConfigError
+    from perfsanity.jobs.batch import preflight_plan
+    from perfsanity.spec.config import config_from_dict
+    from perfsanity.spec.topology import build_topology
+
+    raw = yaml.safe_load((REPO / "test_configs/disagg/perf/mocker-ctx2-gen2.yaml").read_text())
+    config = config_from_dict(raw, name="m", source="m.yaml")
+    assert (config.preflight.enabled, config.preflight.timeout_s) == (True, 30)  # on by default
+    plan = preflight_plan(config, build_topology(config), ["--container-image=x"])
+    assert plan is not None and plan.container and [s.role for s in plan.steps] == [
+        "GEN_0", "GEN_1", "CTX_0", "CTX_1", "DISAGG_SERVER", "BENCHMARK"]
+    off = config_from_dict({**raw, "preflight": {"enabled": False}}, name="m", source="m.yaml")
+    assert preflight_plan(off, build_topology(off), []) is None
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({**raw, "preflight": {"timeout_s": 61}}, name="m", source="m.yaml")
+    assert "m.yaml" in str(err.value) and "preflight.timeout_s" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({**raw, "preflight": {"timeout": 10}}, name="m", source="m.yaml")
+    assert "preflight.timeout" in str(err.value)
