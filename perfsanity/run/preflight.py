@@ -19,7 +19,8 @@ supervisor's side) reads the reports and raises :class:`PreflightFailed` naming 
 node and check; the supervisor turns that into ``rendezvous/PREFLIGHT.failed`` (junit) and
 ``report.json`` and ends the job at once.
 
-``python3 -m perfsanity.run.preflight node ...`` is the task side (stdlib only, fast to start).
+``python3 -m perfsanity.run.preflight node ...`` is the task side. It imports the standard library only
+(the preflight runs before the install step), so it starts fast on a bare node.
 """
 
 from __future__ import annotations
@@ -40,16 +41,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from perfsanity.common.files import write_atomic
-from perfsanity.common.processes import ManagedProcess, tail
 from perfsanity.common.waits import Deadline
 
-if TYPE_CHECKING:  # the task side stays light: no config or engine imports when a node starts it
+if TYPE_CHECKING:  # the task side imports the standard library only: it runs before the install step
+    from perfsanity.common.processes import ManagedProcess
     from perfsanity.plan.launch import RoleStep
 
 CHECKS = ("answers", "job dir writable", "GPUs visible", "container starts", "node-to-node reach")
 REPORT_TAG = "PERFSANITY-PREFLIGHT "
 DIR = "preflight"
 CONNECT_TIMEOUT_S = 3.0
+MISSING_PEERS = "peers missing"  # a reach failure that only says some task never published its port
 # the task's command inside the step (a container, too): the checkout on PYTHONPATH, then the module
 _TASK_SHELL = 'export PYTHONPATH="$PERFSANITY_REPO${PYTHONPATH:+:$PYTHONPATH}"; exec python3 -m perfsanity.run.preflight "$@"'
 
@@ -106,7 +108,7 @@ def task_argv(plan: PreflightPlan, step: PreflightStep, job_dir: Path) -> list[s
 # ------------------------------------------------------------------------------ supervisor side
 
 
-StartStep = Callable[[str, Sequence[str], Sequence[str]], ManagedProcess]  # (name, hosts, argv) -> process
+StartStep = Callable[[str, Sequence[str], Sequence[str]], "ManagedProcess"]  # (name, hosts, argv) -> process
 
 
 def run_preflight(plan: PreflightPlan, hosts: Sequence[str], job_dir: Path, *, start: StartStep,
@@ -115,6 +117,8 @@ def run_preflight(plan: PreflightPlan, hosts: Sequence[str], job_dir: Path, *, s
 
     ``start(name, hosts, argv)`` starts one step; ``tick()`` is called between polls (it sleeps and may
     raise to abort). Returns the reports; raises :class:`PreflightFailed` on the first failed check."""
+    from perfsanity.common.processes import tail
+
     job_dir = Path(job_dir)
     for sub in ("addr", "done"):
         shutil.rmtree(job_dir / DIR / sub, ignore_errors=True)  # a rerun must not see the last run's ports
@@ -133,7 +137,7 @@ def run_preflight(plan: PreflightPlan, hosts: Sequence[str], job_dir: Path, *, s
     for p in running:
         p.stop(5.0)
     reach = CHECKS.index("node-to-node reach")
-    if not problems or all(p[0] == reach for p in problems):
+    if not problems or all(p[0] == reach and p[3].startswith(MISSING_PEERS) for p in problems):
         # peers that gave up waiting for a port: name the node that never published one (nor reported)
         published = {(name.rsplit(".", 1)[0], str(d.get("node"))) for name, d in
                      _read_addresses(job_dir / DIR / "addr").items()}
@@ -360,7 +364,7 @@ def _reach(me: str, node: str, addr_dir: Path, expect: int, bound: Deadline) -> 
         if reply != f"pong {name}":
             errors.append(f"node {data.get('node')} ({name}): unexpected reply {reply[:80]!r}")
     if len(peers) < expect:
-        errors.append(f"only {len(peers)} of {expect} tasks published a port within the bound")
+        errors.insert(0, f"{MISSING_PEERS}: only {len(peers)} of {expect} tasks published a port within the bound")
     if errors:
         return {"check": "node-to-node reach", "status": "failed", "detail": "; ".join(errors)}
     return {"check": "node-to-node reach", "status": "ok",
