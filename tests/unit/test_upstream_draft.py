@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,14 +45,16 @@ export pytestCommand="LLM_ROOT=/src LLM_MODELS_ROOT=/lustre/models pytest -v --t
 """
 # every call: its argv and its environment (NUL-separated) into $STUB_CALLS/<ns>.{argv,env}
 STUB_SRUN = """#!/bin/bash
-stamp=$(date +%s%N)-$$
-printf '%s\\0' "$@" > "$STUB_CALLS/$stamp.argv"
-env -0 > "$STUB_CALLS/$stamp.env"
+stamp=$STUB_CALLS/$(date +%s%N)-$$
+env -0 > "$stamp.env.tmp" && mv "$stamp.env.tmp" "$stamp.env"
+printf '%s\\0' "$@" > "$stamp.argv.tmp" && mv "$stamp.argv.tmp" "$stamp.argv"  # last: the record is whole
 #PREFLIGHT
 exit 0
 """
 STUB_RECORD = """#!/bin/bash
 printf '%s %s\\n' "$(basename "$0")" "$*" >> "$STUB_LOG"
+[[ $(basename "$0") == sleep ]] && exec /bin/sleep 0.1  # keeps the start order, not upstream's 5 s
+exit 0
 """
 PYTHON = f"""#!/bin/bash
 exec {shlex.quote(sys.executable)} "$@"
@@ -90,9 +93,9 @@ def stubs(tmp_path: Path, h) -> Path:
     return d
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_upstream_draft_runs_on_our_launch_sh(name: str, tmp_path: Path, h, stubs: Path) -> None:
-    llm_src, test_id, srun_args, config_file = CASES[name]
+def render(name: str, tmp_path: Path, h) -> Path:
+    """launch.sh of case ``name`` with the stand-in as draft, by submit.py in upstream's form."""
+    llm_src, test_id, srun_args, _ = CASES[name]
     ws = tmp_path / "ws"
     (tmp_path / "prefix.sh").write_text(PREFIX.format(nodes=8, ws=ws))
     (tmp_path / "srun_args.txt").write_text(srun_args)
@@ -106,23 +109,48 @@ def test_upstream_draft_runs_on_our_launch_sh(name: str, tmp_path: Path, h, stub
     res = h.run_submit(argv, cwd=tmp_path, env=h.cli_env())
     assert res.returncode == 0, res.stderr
     h.assert_clean_bash(job / "launch.sh")
+    return job
+
+
+def run(job: Path, tmp_path: Path, h, stubs: Path, **env: str) -> tuple[object, Path, Path]:
+    """Run launch.sh as sbatch would: (process, directory of srun call records, stub log)."""
     record = tmp_path / "calls"
     record.mkdir()
     log = tmp_path / "stub.log"
+    log.write_text("")
     proc = h.run_launch_sh(job / "launch.sh", stubs, cwd=tmp_path, log=log, home=tmp_path,
                            extra_env={"STUB_CALLS": str(record), "SLURM_CONF": str(stubs / "slurm.conf"),
-                                      "SLURM_JOB_NODELIST": "node[0-7]"})
+                                      "SLURM_JOB_NODELIST": "node[0-7]", **env})
+    return proc, record, log
+
+
+def wait_for_calls(record: Path, count: int, timeout_s: float = 20.0) -> None:
+    """The draft leaves its worker steps running in the background: wait (bounded) for their records."""
+    deadline = time.monotonic() + timeout_s
+    while len(list(record.glob("*.argv"))) < count:
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout_s:g}s for {count} srun calls, saw {len(list(record.glob('*.argv')))}")
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_upstream_draft_runs_on_our_launch_sh(name: str, tmp_path: Path, h, stubs: Path) -> None:
+    _, test_id, srun_args, config_file = CASES[name]
+    ws = tmp_path / "ws"  # jobWorkspace of the prefix
+    job = render(name, tmp_path, h)
+    proc, record, log = run(job, tmp_path, h, stubs)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "unbound variable" not in out and "Error:" not in out, out
     assert "stand-in draft: benchmark completed" in proc.stdout
     assert "scancel" not in log.read_text()
 
-    steps = calls(record)
-    config = load_config(steps[0][1]["PERFSANITY_CONFIG"])  # what the roles load
+    config = load_config(calls(record)[0][1]["PERFSANITY_CONFIG"])  # what the roles load
     if config_file is not None:
-        assert steps[0][1]["PERFSANITY_CONFIG"] == str(config_file)
+        assert calls(record)[0][1]["PERFSANITY_CONFIG"] == str(config_file)
     plan = {s.role: s for s in role_plan(config, build_topology(config))}
+    wait_for_calls(record, 1 + 2 * len(plan))  # install, a preflight step and a server step per role
+    steps = calls(record)
     preflight = [(a, e) for a, e in steps if any(x.startswith("--job-name=preflight-") for x in a)]
     main = [(a, e) for a, e in steps if (a, e) not in preflight]
     # install over the whole allocation first, then the preflight (one step per role), then the roles
@@ -156,3 +184,23 @@ def test_upstream_draft_runs_on_our_launch_sh(name: str, tmp_path: Path, h, stub
     assert sorted(p.name for p in (job / "logs").glob("*_server*.log")) == sorted(
         [f"gen_server_{i}.log" for i in range(config.hardware.num_gen_servers)]
         + [f"ctx_server_{i}.log" for i in range(config.num_ctx_servers)] + ["disagg_server.log"])
+
+
+def test_failed_precheck_ends_upstreams_draft(tmp_path: Path, h, stubs: Path) -> None:
+    """run_cache_transceiver_precheck fails (node2 cannot write the job dir): the draft's own
+    cleanup_on_failure scancels the job, no server step starts, junit.xml names node and check."""
+    from junitparser import JUnitXml
+
+    job = render("mocker-ctx2-gen2", tmp_path, h)
+    proc, record, log = run(job, tmp_path, h, stubs, STUB_PREFLIGHT_FAIL_NODE="node2")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "Error: perfsanity preflight failed: see " in proc.stdout and "unbound variable" not in out
+    assert "scancel 4242" in log.read_text()
+    steps = [e.get("DISAGG_SERVING_TYPE") for a, e in calls(record)
+             if not any(x.startswith("--job-name=preflight-") for x in a)]
+    assert steps == [None]  # the install step only
+    cases = [c for suite in JUnitXml.fromfile(str(job / "junit.xml")) for c in suite]
+    failed = [c for c in cases if c.name == "PREFLIGHT"]
+    assert failed, [c.name for c in cases]
+    assert failed[0].result[0].message.startswith("preflight failed: node node2 (CTX_0): job dir writable")
