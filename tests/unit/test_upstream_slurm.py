@@ -8,6 +8,7 @@ Needs ``scripts/local_slurm/start.sh`` (skipped without it, failed under CI=true
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -97,7 +98,7 @@ def test_failed_preflight_ends_the_job_naming_node_and_check(tmp_path: Path, mon
     name node2 and the check."""
     from junitparser import JUnitXml
 
-    from perfsanity.jobs.slurm import cancel, submit, wait_for_job
+    from perfsanity.jobs.slurm import cancel, job_state, submit, wait_for_job
 
     values = slurm_env()
     ws, env = submit_upstream_form(tmp_path, values)
@@ -113,9 +114,12 @@ def test_failed_preflight_ends_the_job_naming_node_and_check(tmp_path: Path, mon
         raise
     out = (ws / f"slurm-{job_id}.out").read_text()
     assert info.state == "FAILED" and info.exit_code != 0, out[-3000:]
-    ran = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "ElapsedRaw"], capture_output=True,
-                         text=True, timeout=30, check=False, env=env).stdout.split()
-    elapsed = int(ran[0]) if ran and ran[0].isdigit() else time.monotonic() - started
+    # the job's own run time (StartTime → EndTime, scontrol): queueing behind other jobs is not counted
+    raw = job_state(job_id).raw
+    try:
+        elapsed = (dt.datetime.fromisoformat(raw["EndTime"]) - dt.datetime.fromisoformat(raw["StartTime"])).seconds
+    except (KeyError, ValueError):
+        elapsed = time.monotonic() - started  # scontrol forgot the job: the time since sbatch bounds it
     assert elapsed < 90, f"job ran {elapsed}s"
     assert "--job-name=install" not in out and not (ws / "logs/GEN_0.log").exists()
     xml = JUnitXml.fromfile(str(ws / "junit.xml"))
