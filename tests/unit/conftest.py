@@ -104,8 +104,7 @@ def normalise(text: str, replacements: dict[str, str]) -> str:
 
 
 # a preflight step (--job-name=preflight-*) runs its task command for real, once per -w host (as that
-# node: SLURMD_NODENAME, SLURM_PROCID), so the supervisor gets real reports; STUB_PREFLIGHT_FAIL_NODE
-# breaks that node's per-node job-dir path first
+# node: SLURMD_NODENAME, SLURM_PROCID), so the supervisor gets real reports
 STUB_PREFLIGHT = """
 if [[ " $* " == *" --job-name=preflight-"* ]]; then
     args=("$@"); hosts=""; cmd=()
@@ -113,12 +112,6 @@ if [[ " $* " == *" --job-name=preflight-"* ]]; then
         [[ ${args[i]} == -w ]] && hosts=${args[i+1]}
         if [[ ${args[i]} == bash ]]; then cmd=("${args[@]:i}"); break; fi
     done
-    jobdir=""
-    for ((i = 0; i < ${#cmd[@]}; i++)); do [[ ${cmd[i]} == --job-dir ]] && jobdir=${cmd[i+1]}; done
-    if [[ -n ${STUB_PREFLIGHT_FAIL_NODE:-} && -n $jobdir ]]; then
-        broken=$jobdir/preflight/nodes/$STUB_PREFLIGHT_FAIL_NODE  # a file where the node's directory goes
-        mkdir -p "$jobdir/preflight/nodes"; rm -rf "$broken"; touch "$broken"
-    fi
     rank=0
     IFS=, read -ra list <<< "$hosts"
     for node in "${list[@]}"; do

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -454,8 +455,13 @@ def mocker_launch(tmp_path_factory, h) -> Path:
 def test_launch_sh_verdict_with_stub_srun(fail: str, rc: int, needle: str, tmp_path: Path, h, stub_bin: Path,
                                          mocker_launch: Path) -> None:
     log = tmp_path / "argv.log"
-    env = {"STUB_PREFLIGHT_FAIL_NODE": "node0"} if fail == "preflight" else {"STUB_FAIL_ROLE": fail}
-    proc = run_launch_sh(h, mocker_launch, stub_bin, cwd=tmp_path, log=log, home=tmp_path, extra_env=env)
+    broken = mocker_launch.parent / "preflight/nodes/node0"
+    if fail == "preflight":  # a file where node0's preflight directory goes: node0 cannot write the job dir
+        broken.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(broken, ignore_errors=True)
+        broken.write_text("")
+    proc = run_launch_sh(h, mocker_launch, stub_bin, cwd=tmp_path, log=log, home=tmp_path,
+                         extra_env={"STUB_FAIL_ROLE": fail})
     assert proc.returncode == rc, proc.stdout + proc.stderr
     assert needle in proc.stdout
     assert f"done: exit code {rc}" in proc.stdout

@@ -192,7 +192,9 @@ def test_failed_precheck_ends_upstreams_draft(tmp_path: Path, h, stubs: Path) ->
     from junitparser import JUnitXml
 
     job = render("mocker-ctx2-gen2", tmp_path, h)
-    proc, record, log = run(job, tmp_path, h, stubs, STUB_PREFLIGHT_FAIL_NODE="node2")
+    (job / "preflight/nodes").mkdir(parents=True)
+    (job / "preflight/nodes/node2").write_text("")  # a file where node2's preflight directory goes
+    proc, record, log = run(job, tmp_path, h, stubs)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "Error: perfsanity preflight failed: see " in proc.stdout and "unbound variable" not in out
