@@ -1,6 +1,7 @@
 """Orchestration overhead: job start → first benchmark request, minus the servers' own time to ready.
 
-    python3 benchmarks/orchestration.py [--mode local slurm] [--runs 1]
+    python3 benchmarks/orchestration.py [--mode local slurm] [--runs 1] [--json]
+    python3 benchmarks/orchestration.py --side-by-side [--runs 3] [--json]
 
 Runs the CPU stand-in job (test_configs/disagg/perf/mocker-ctx1-gen1.yaml, one concurrency, one
 round) through ``submit.py --local`` and/or ``submit.py --cluster local-slurm --submit --wait`` and
@@ -15,6 +16,12 @@ rebuilds its timeline from:
 Overhead = (first request − submit start) − (slowest server's own spawn→ready). Also reported:
 the servers' critical path as launched (the frontend is started only after the workers published).
 Component micro-timings (interpreter, harness import, pytest collection) are measured too.
+
+``--side-by-side``: the mocker 2 ctx + 2 gen job (test_configs/disagg/perf/mocker-ctx2-gen2.yaml, one
+concurrency, one round) submitted in TensorRT-LLM's current submit.py form on the local SLURM, once
+with our draft and once with upstream's (the behavioural stand-in tests/fixtures/trtllm_draft, which
+starts upstream's srun steps with its 5 s pauses), alternating; submit.py start → first benchmark
+request (aiperf's first ``request_start_ns``) for both, and the ratio of the medians.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -413,6 +421,116 @@ def micro(repeats: int = 3) -> dict[str, float]:
     return out
 
 
+# ---------------------------------------------------------------- side by side: our draft vs upstream's
+
+SIDE_TEST_ID = "disagg_upload-e2e-mocker-ctx2-gen2"
+DRAFTS = {
+    "ours": ROOT / "jenkins/scripts/perf/disaggregated/slurm_launch_draft.sh",
+    # written from TensorRT-LLM's draft's recorded facts (docs/upstream/trtllm-l0-facts.md §2): its srun
+    # steps, slices and 5 s pauses
+    "upstream": ROOT / "tests/fixtures/trtllm_draft/slurm_launch_draft.sh",
+}
+
+
+# The local cluster's slurmd runs without PMIx, so an ``srun --mpi=pmix`` step cannot start there.
+# Upstream's draft passes --mpi=pmix to its GEN/CTX steps (the mocker is no MPI program, the flag only
+# picks the PMI plugin): for the stand-in, a PATH shim drops that one flag and runs the real srun.
+SRUN_SHIM = """#!/bin/bash
+args=()
+for a in "$@"; do [[ $a == --mpi=pmix ]] || args+=("$a"); done
+exec {srun} "${{args[@]}}"
+"""
+
+
+def srun_shim(out: Path) -> Path:
+    real = shutil.which("srun")
+    if real is None:
+        raise SystemExit("no srun on PATH")
+    d = out / "srun-shim"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "srun").write_text(SRUN_SHIM.format(srun=shlex.quote(real)))
+    (d / "srun").chmod(0o755)
+    return d
+
+
+def first_request_s(job: Path) -> float | None:
+    """Wall time of the first request aiperf sent (any concurrency), from its profile exports."""
+    starts = [r["metadata"]["request_start_ns"] for f in job.glob("client/*/profile_export.jsonl")
+              for r in read_jsonl(f) if r.get("metadata", {}).get("request_start_ns")]
+    return min(starts) / 1e9 if starts else None
+
+
+def run_l0_draft(draft: str, out: Path, timeout_s: float) -> dict:
+    """The mocker 2 ctx + 2 gen job in upstream's submit.py form with ``draft``, sbatch'ed on the local
+    SLURM: submit.py start → first benchmark request."""
+    sys.path.insert(0, str(ROOT))
+    from perfsanity.cli.jenkins import write_inputs
+    from perfsanity.jobs.slurm import cancel, job_state, submit, wait_for_job
+
+    ws = out / f"{draft}-{int(time.time() * 1000)}"
+    ws.mkdir(parents=True)
+    env = dict(os.environ, PERFSANITY_HISTORY=str(out / "history.sqlite"), PYTHONPATH=str(ROOT))
+    for var in ("PERFSANITY_CLUSTER", "PERFSANITY_RUN_CI", "PERFSANITY_PRE_MERGE", "pytestCommand"):
+        env.pop(var, None)
+    if draft == "upstream":
+        env["PATH"] = f"{srun_shim(out)}:{env['PATH']}"
+    t0 = time.time()
+    files = write_inputs(ws, SIDE_TEST_ID, partition=None, account=None, container_image=None,
+                         container_mounts=None, cluster=str(ROOT / CLUSTER))
+    scripts = ROOT / "jenkins/scripts"
+    argv = [sys.executable, "submit.py", "--llm-src", str(ROOT), "--test-list", str(files["test_list"]),
+            "--draft-launch-sh", str(DRAFTS[draft]), "--launch-sh", str(ws / "launch.sh"),
+            "--run-sh", str(scripts / "slurm_run.sh"), "--install-sh", str(scripts / "slurm_install.sh"),
+            "--script-prefix", str(files["script_prefix"]), "--srun-args", str(files["srun_args"]),
+            "--split-group", "1", "--stage-name", "CPU-4_Nodes-Perf-Sanity-1", "--cluster-name", "local-slurm",
+            *SETS]
+    subprocess.run(argv, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=120)
+    job_id = submit(ws / "launch.sh", workdir=ws, env=env)
+    try:
+        info = wait_for_job(job_id, timeout_s=timeout_s)
+    except BaseException:
+        cancel(job_id)
+        raise
+    first = first_request_s(ws)
+    try:  # when the batch script started (scontrol prints local time): the queue wait is not the draft's
+        started = datetime.fromisoformat(job_state(job_id).raw["StartTime"]).timestamp()
+    except (KeyError, ValueError):
+        started = None
+    return {"draft": draft, "job_id": job_id, "state": info.state, "exit_code": info.exit_code, "job_dir": str(ws),
+            "submit_to_first_request_s": None if first is None else first - t0,
+            "start_to_first_request_s": None if first is None or started is None else first - started,
+            "wall_s": time.time() - t0}
+
+
+def side_by_side(runs: int, out: Path, timeout_s: float, quiet_wait_s: float) -> dict:
+    """Alternate our draft and the upstream stand-in ``runs`` times each; medians and their ratio."""
+    results: list[dict] = []
+    for i in range(runs):
+        for draft in DRAFTS:
+            if quiet_wait_s > 0:
+                wait_for_quiet(timeout_s=quiet_wait_s)
+            r = run_l0_draft(draft, out, timeout_s)
+            print(f"... {draft} run {i + 1}/{runs}: job {r['job_id']} {r['state']} exit {r['exit_code']}, "
+                  f"submit → first request {fmt_s(r['submit_to_first_request_s']).strip()} s", flush=True)
+            results.append(r)
+    summary: dict[str, dict] = {}
+    print("\n## side by side: mocker 2 ctx + 2 gen, upstream submit.py form, local SLURM (4 nodes)")
+    for key, label in (("submit_to_first_request_s", "submit → first benchmark request"),
+                       ("start_to_first_request_s", "job start → first benchmark request (no queue wait)")):
+        med = {}
+        for draft in DRAFTS:
+            vals = [r[key] for r in results if r["draft"] == draft and r[key] is not None and r["exit_code"] == 0]
+            med[draft] = statistics.median(vals) if vals else None
+        ratio = med["ours"] / med["upstream"] if med["ours"] and med["upstream"] else None
+        print(f"\n| draft | {label}, median s | runs |\n|---|---|---|")
+        for draft in DRAFTS:
+            vals = [r[key] for r in results if r["draft"] == draft]
+            print(f"| {draft} | {fmt_s(med[draft])} | {', '.join(fmt_s(v).strip() for v in vals)} |")
+        print(f"ratio ours / upstream = {'—' if ratio is None else f'{ratio:.2f}'} (target < 0.5)")
+        summary[key] = {"median_s": med, "ratio": ratio}
+    return {"runs": results, **summary}
+
+
 def fmt_s(v: float | None) -> str:
     return "—" if v is None else f"{v:6.2f}"
 
@@ -463,12 +581,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="before each job wait up to this long until other processes use < 0.25 cores (0 = off)")
     p.add_argument("--wait-load-s", type=float, default=0.0)
     p.add_argument("--out", type=Path)
+    p.add_argument("--side-by-side", action="store_true",
+                   help="only: the mocker 2 ctx + 2 gen L0 job with our draft and with upstream's (stand-in), "
+                   "--runs times each, on the local SLURM")
+    p.add_argument("--json", action="store_true", help="print the results as JSON at the end")
     args = p.parse_args(argv)
     print_header("Orchestration overhead: submit → first benchmark request",
                  "python3 benchmarks/orchestration.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     wait_for_low_load(1.0, args.wait_load_s)
     out = args.out or Path(tempfile.mkdtemp(prefix="orchestration-"))
     out.mkdir(parents=True, exist_ok=True)
+    if args.side_by_side:
+        result = side_by_side(args.runs, out, args.timeout, args.quiet_wait_s)
+        (out / "side_by_side.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+        if args.json:
+            print(json.dumps(result, default=str))
+        print(f"\nartifacts: {out}")
+        return 0
     all_runs = []
     for mode in args.mode:
         if mode == "slurm":
@@ -511,6 +640,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, v in micro().items():
             print(f"  {name:60s} {v:6.2f} s")
     (out / "orchestration.json").write_text(json.dumps(all_runs, indent=2, default=str) + "\n")
+    if args.json:
+        print(json.dumps(all_runs, default=str))
     print(f"\nartifacts: {out}")
     return 0
 

@@ -468,7 +468,9 @@ def prepare_l0(args: argparse.Namespace, cluster: ClusterDefaults | None, *,
         config_path = job_dir / "config" / config.kind / "perf" / f"{config.name}.yaml"
         config_text = yaml.safe_dump(redact_data(raw), sort_keys=False)
     paths = LaunchPaths(
-        repo=llm_src,
+        # the roles run perfsanity from --llm-src when it is a perfsanity checkout; a TensorRT-LLM tree
+        # (configs only) runs them from this one
+        repo=llm_src if (llm_src / "perfsanity" / "__init__.py").is_file() else REPO_ROOT,
         job_dir=job_dir,
         config=config_path.resolve(),
         run_sh=Path(args.run_sh).resolve(),

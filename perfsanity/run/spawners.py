@@ -7,6 +7,8 @@ Contract of a :class:`Spawner`:
   ``hosts[n]``); the supervisor checks there are at least ``needed``.
 * ``start_install(procs, hosts)``: the per-node install step (one task per node).
 * ``start_role(procs, step, hosts)``: one role's step on its hosts.
+* ``start_preflight(procs, name, hosts, argv)``: one short preflight step, one task per host
+  (:mod:`perfsanity.run.preflight`); its task output is the returned process's log.
 * ``echo``: the step names whose process log the supervisor copies to its stdout while they run
   (``None`` = every step).
 
@@ -41,6 +43,9 @@ class Spawner(Protocol):
     def start_install(self, procs: ProcessSet, hosts: Sequence[str]) -> ManagedProcess: ...
 
     def start_role(self, procs: ProcessSet, step: RoleStep, hosts: Sequence[str]) -> ManagedProcess: ...
+
+    def start_preflight(self, procs: ProcessSet, name: str, hosts: Sequence[str],
+                        argv: Sequence[str]) -> ManagedProcess: ...
 
 
 class SrunSpawner:
@@ -81,6 +86,19 @@ class SrunSpawner:
         if step.mpi:
             argv.append(f"--mpi={step.mpi}")
         return [*argv, "bash", self.run_sh]
+
+    def preflight_argv(self, name: str, hosts: Sequence[str], argv: Sequence[str]) -> list[str]:
+        # --overlap: several roles' checks share a node; no -o: the task output comes back to this host,
+        # so a node that cannot write the job dir is still heard
+        n = str(len(hosts))
+        return [self.srun, *self.srun_args, "-N", n, "-n", n, "--ntasks-per-node=1", "-w", ",".join(hosts),
+                "--overlap", f"--job-name={name}", *argv]
+
+    def start_preflight(self, procs: ProcessSet, name: str, hosts: Sequence[str],
+                        argv: Sequence[str]) -> ManagedProcess:
+        env = {k: v for k, v in self.environ.items() if k != "DISAGG_SERVING_TYPE"}
+        return procs.start(name, self.preflight_argv(name, hosts, argv), env=env,
+                           log_path=self.logs / "preflight" / f"{name}.log", cwd=self.job_dir)
 
     def start_install(self, procs: ProcessSet, hosts: Sequence[str]) -> ManagedProcess:
         env = {k: v for k, v in self.environ.items() if k != "DISAGG_SERVING_TYPE"}

@@ -7,12 +7,15 @@ allocation, or local processes):
 1. **requeue move-aside**: on a rerun (``SLURM_RESTART_COUNT`` > 0) the previous run's outputs move to
    ``requeued/<n>/``, so the roles never see stale rendezvous or discovery files;
 2. **allocation check**: at least as many nodes as the topology needs (else exit 2);
-3. **install step**: one task per node, bounded by ``timeouts.install`` (failure: exit 1);
-4. **one step per role**, in plan order; each start is logged with its full command;
-5. **verdict**: the BENCHMARK's exit code. A role failing first gives BENCHMARK
+3. **preflight** (when the context has a plan, :mod:`perfsanity.run.preflight`): one short step per
+   role's node slice, bounded by ``preflight.timeout_s``; a failed check writes
+   ``rendezvous/PREFLIGHT.failed`` naming the node and the check, and ends the job (exit 1);
+4. **install step**: one task per node, bounded by ``timeouts.install`` (failure: exit 1);
+5. **one step per role**, in plan order; each start is logged with its full command;
+6. **verdict**: the BENCHMARK's exit code. A role failing first gives BENCHMARK
    ``timeouts.shutdown`` seconds to record it, and the verdict is then non-zero. The whole job is
    bounded by ``slurm.timeout`` (exit 1 when it runs out);
-6. **bounded shutdown**: after the benchmark finished, the servers get ``timeouts.shutdown`` seconds
+7. **bounded shutdown**: after the benchmark finished, the servers get ``timeouts.shutdown`` seconds
    to stop on its status file; on every other path the remaining steps are stopped at once. Either
    way what is left is stopped through the ProcessSet (TERM to the group, KILL after the bound).
 
@@ -29,7 +32,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,9 @@ from pathlib import Path
 from perfsanity.common.processes import ManagedProcess, ProcessSet
 from perfsanity.common.waits import Deadline
 from perfsanity.plan.launch import RoleStep, role_plan
+from perfsanity.run.preflight import PreflightFailed, PreflightPlan, run_preflight
+from perfsanity.run.preflight import summary as preflight_summary
+from perfsanity.run.rendezvous import Rendezvous
 from perfsanity.run.spawners import Spawner
 from perfsanity.run.triage import format_report, triage
 from perfsanity.spec.config import Config
@@ -44,7 +50,7 @@ from perfsanity.spec.topology import Topology
 
 BENCHMARK = "BENCHMARK"
 # a previous run's outputs: moved aside on a requeue (the job dir itself, launch.sh and config stay)
-RUN_OUTPUTS = ("rendezvous", "discovery", "engine", "logs", "client", "profiles", "results.json", "junit.xml",
+RUN_OUTPUTS = ("rendezvous", "preflight", "discovery", "engine", "logs", "client", "profiles", "results.json", "junit.xml",
                "report.json", "report.html", "gate.json", "gate_junit.xml", "history_records.json",
                "finalized.json", "finalize.log")
 
@@ -67,6 +73,7 @@ class RunContext:
     term_exit: int = 143  # exit code after SIGTERM (the local executor treats TERM as an interrupt: 130)
     print_triage: bool = True  # print the triage report (the local executor prints its own at the end)
     poll_s: float = 0.2
+    preflight: PreflightPlan | None = None  # None: no preflight stage
 
     @classmethod
     def from_config(cls, config: Config, topology: Topology, job_dir: Path, **kw: object) -> RunContext:
@@ -110,6 +117,7 @@ class Supervisor:
             try:
                 self.move_requeued_outputs()
                 hosts = self.check_allocation()
+                self.preflight(hosts)
                 self.install(hosts)
                 self.start_roles(hosts)
                 verdict, servers_may_stop = self.await_verdict()
@@ -124,6 +132,20 @@ class Supervisor:
             self._pump()
         self.log(f"done: exit code {verdict}")
         return verdict
+
+    def run_preflight_only(self) -> int:
+        """Only the allocation check and the preflight (what upstream's draft runs as
+        ``run_cache_transceiver_precheck``): 0 when it passed, else the stage's exit code."""
+        with self._signals(), self.procs:
+            try:
+                self.preflight(self.check_allocation())
+            except StageFailed as failed:
+                self.log(failed.reason)
+                self._triage(failed.reason)
+                return failed.exit_code
+            except Interrupted as sig:
+                return self._on_signal(sig.signum)
+        return 0
 
     # ------------------------------------------------------------------ stages
 
@@ -155,6 +177,31 @@ class Supervisor:
         self.log(f"job {ctx.job_id}: {ctx.total_nodes} node(s) [{' '.join(used)}], {ctx.total_gpus} GPU(s), "
                  f"test {ctx.test_id}")
         return used
+
+    def preflight(self, hosts: tuple[str, ...]) -> None:
+        """The preflight checks (:mod:`perfsanity.run.preflight`); a failure ends the run (exit 1)."""
+        plan = self.ctx.preflight
+        if plan is None:
+            return
+        if self.deadline.remaining < plan.timeout_s:
+            plan = PreflightPlan(self.deadline.remaining, plan.steps, plan.container, plan.gpu_skip)
+        self.log(f"preflight: {len(plan.steps)} step(s), {plan.tasks} task(s), bounded by "
+                 f"preflight.timeout_s={plan.timeout_s:g}s")
+
+        def start(name: str, step_hosts: Sequence[str], argv: Sequence[str]) -> ManagedProcess:
+            try:
+                proc = self.spawner.start_preflight(self.procs, name, step_hosts, argv)
+            except OSError as exc:
+                raise StageFailed(1, f"cannot start the {name} step: {exc}") from None
+            self.log(f"run: {shlex.join(proc.argv)}")
+            return proc
+
+        try:
+            reports = run_preflight(plan, hosts, self.ctx.job_dir, start=start, tick=self._tick)
+        except PreflightFailed as failed:
+            Rendezvous(self.ctx.job_dir / "rendezvous").report_failure("PREFLIGHT", failed.message, failed.details)
+            raise StageFailed(1, failed.message) from None
+        self.log(preflight_summary(reports))
 
     def install(self, hosts: tuple[str, ...]) -> None:
         """The install step, once per node, bounded by ``timeouts.install`` (and the job's deadline)."""

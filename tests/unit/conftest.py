@@ -103,10 +103,29 @@ def normalise(text: str, replacements: dict[str, str]) -> str:
     return text
 
 
+# a preflight step (--job-name=preflight-*) runs its task command for real, once per -w host (as that
+# node: SLURMD_NODENAME, SLURM_PROCID), so the supervisor gets real reports
+STUB_PREFLIGHT = """
+if [[ " $* " == *" --job-name=preflight-"* ]]; then
+    args=("$@"); hosts=""; cmd=()
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        [[ ${args[i]} == -w ]] && hosts=${args[i+1]}
+        if [[ ${args[i]} == bash ]]; then cmd=("${args[@]:i}"); break; fi
+    done
+    rank=0
+    IFS=, read -ra list <<< "$hosts"
+    for node in "${list[@]}"; do
+        SLURMD_NODENAME=$node SLURM_PROCID=$rank "${cmd[@]}" &
+        rank=$((rank + 1))
+    done
+    wait
+    exit 0
+fi
+"""
 STUB_SRUN = """#!/bin/bash
 # stub srun: record argv (one [arg] each) and the role; fail (exit 3) for the role in $STUB_FAIL_ROLE
 { printf 'srun'; printf ' [%s]' "$@"; printf ' role=%s\\n' "${DISAGG_SERVING_TYPE:-}"; } >> "$STUB_LOG"
-role=${DISAGG_SERVING_TYPE:-install}
+""" + STUB_PREFLIGHT + """role=${DISAGG_SERVING_TYPE:-install}
 [[ -n ${STUB_FAIL_ROLE:-} && $role == "$STUB_FAIL_ROLE" ]] && exit 3
 exit 0
 """

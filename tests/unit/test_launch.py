@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -56,6 +57,7 @@ exec {shlex.quote(sys.executable)} "$@"
 STUB_SRUN_ATOMIC = """#!/bin/bash
 line=srun; for a in "$@"; do line+=" [$a]"; done
 printf '%s role=%s\\n' "$line" "${DISAGG_SERVING_TYPE:-}" >> "$STUB_LOG"
+#PREFLIGHT
 role=${DISAGG_SERVING_TYPE:-install}
 [[ -n ${STUB_FAIL_ROLE:-} && $role == "$STUB_FAIL_ROLE" ]] && exit 3
 exit 0
@@ -63,11 +65,11 @@ exit 0
 
 
 @pytest.fixture
-def stub_bin(stub_bin: Path) -> Path:
+def stub_bin(stub_bin: Path, h) -> Path:
     """conftest's stub scontrol, its srun writing one line per call at once, a real python3 behind a
     recording wrapper, and a slurm.conf for the host list expansion (``scontrol show hostnames`` is only
     asked when one exists)."""
-    (stub_bin / "srun").write_text(STUB_SRUN_ATOMIC)
+    (stub_bin / "srun").write_text(STUB_SRUN_ATOMIC.replace("#PREFLIGHT\n", h.STUB_PREFLIGHT))
     (stub_bin / "python3").write_text(PYTHON_PASSTHROUGH)
     (stub_bin / "slurm.conf").write_text("# stub\n")
     return stub_bin
@@ -85,7 +87,8 @@ def srun_steps(calls: str) -> list[str]:
         if line.startswith("srun "):
             body, role = line.rsplit(" role=", 1)
             args = re.findall(r"\[(.*?)\](?= \[|$)", body[len("srun "):])
-            out.append(f"{role or 'install'}: " + shlex.join(["srun", *args]))
+            label = "preflight" if any(a.startswith("--job-name=preflight-") for a in args) else role or "install"
+            out.append(f"{label}: " + shlex.join(["srun", *args]))
     return out
 
 
@@ -291,13 +294,19 @@ def test_l0_launch_sh_starts_the_golden_srun_steps(name: str, tmp_path: Path, h,
     calls = log.read_text()
     assert "python3 [-m] [perfsanity.jobs.batch] [--job-dir]" in calls
     got = [h.normalise(line, {str(REPO): "<REPO>", str(tmp_path): "<TMP>"}) for line in srun_steps(calls)]
-    want = (GOLDEN / f"srun_l0_{name}.txt").read_text().splitlines()
-    assert sorted(got) == sorted(want)  # the stub steps run at once: their log lines come in any order
-    # the supervisor logged each step it started, in the golden order, with its full command
+    golden = GOLDEN / f"srun_l0_{name}.txt"
     logged = [h.normalise(line.split("] run: ", 1)[1], {str(REPO): "<REPO>", str(tmp_path): "<TMP>"})
               for line in proc.stdout.splitlines() if "] run: " in line]
-    assert logged == [f"DISAGG_SERVING_TYPE={line.replace(': ', ' ', 1)}" if not line.startswith("install: ")
-                      else line.split(": ", 1)[1] for line in want]
+    if UPDATE:  # in the supervisor's start order
+        golden.write_text("".join(
+            (line.split("=", 1)[1].replace(" ", ": ", 1) if line.startswith("DISAGG_SERVING_TYPE=")
+             else ("preflight: " if "--job-name=preflight-" in line else "install: ") + line) + "\n"
+            for line in logged))
+    want = golden.read_text().splitlines()
+    assert sorted(got) == sorted(want)  # the stub steps run at once: their log lines come in any order
+    # the supervisor logged each step it started, in the golden order, with its full command
+    assert logged == [f"DISAGG_SERVING_TYPE={line.replace(': ', ' ', 1)}"
+                      if not line.startswith(("install: ", "preflight: ")) else line.split(": ", 1)[1] for line in want]
     # L0 (PERFSANITY_FINALIZE_IN_JOB=1): the job runs the results pipeline itself; no benchmark ran, so
     # its junit.xml names the missing results
     assert "export PERFSANITY_FINALIZE_IN_JOB=1\n" in (tmp_path / "job/launch.sh").read_text()
@@ -372,7 +381,8 @@ def test_injection_direct_mode_runs_inert(tmp_path: Path, h, stub_bin: Path) -> 
     assert res.returncode == 0, res.stderr
     proc, calls = lint_and_run_inert(h, job / "launch.sh", stub_bin, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert calls.count("srun ") == 5  # install + GEN_0 + CTX_0 + DISAGG_SERVER + BENCHMARK
+    # a preflight step per role, then install + GEN_0 + CTX_0 + DISAGG_SERVER + BENCHMARK
+    assert calls.count("srun ") == 9 and calls.count("--job-name=preflight-") == 4
     assert "scontrol [show] [hostnames] [node[0-63]]" in calls
     # the strings arrived as literal arguments
     assert f"[--container-image=img$(touch {marker})`touch {marker}`;x'\"]" in calls
@@ -416,11 +426,14 @@ def test_draft_is_thin_glue() -> None:
 
 
 @pytest.mark.parametrize("script", ["jenkins/scripts/slurm_run.sh", "jenkins/scripts/slurm_install.sh",
-                                    "jenkins/scripts/perf/disaggregated/slurm_launch_draft.sh"])
+                                    "jenkins/scripts/perf/disaggregated/slurm_launch_draft.sh",
+                                    "jenkins/scripts/perf/disaggregated/slurm_preflight.sh",
+                                    "tests/fixtures/trtllm_draft/slurm_launch_draft.sh"])
 def test_bash_scripts_are_clean(script: str, h) -> None:
     path = REPO / script
-    # the draft is a fragment: the role plan it reads is defined by the generated part above it
-    h.assert_clean_bash(path, exclude=["SC2154", "SC2153"] if "draft" in script else [])
+    # the drafts and the preflight are fragments: what they read is defined by the generated part above them
+    fragment = "draft" in script or "preflight" in script
+    h.assert_clean_bash(path, exclude=["SC2154", "SC2153"] if fragment else [])
 
 
 @pytest.fixture(scope="module")
@@ -437,16 +450,37 @@ def mocker_launch(tmp_path_factory, h) -> Path:
     ("BENCHMARK", 3, "BENCHMARK finished with exit code 3"),
     ("GEN_0", 1, "GEN_0 failed with exit code 3"),
     ("install", 1, "install step failed"),
+    ("preflight", 1, "preflight failed: node node0 (GEN_0): job dir writable: cannot write"),
 ])
 def test_launch_sh_verdict_with_stub_srun(fail: str, rc: int, needle: str, tmp_path: Path, h, stub_bin: Path,
                                          mocker_launch: Path) -> None:
     log = tmp_path / "argv.log"
+    broken = mocker_launch.parent / "preflight/nodes/node0"
+    if fail == "preflight":  # a file where node0's preflight directory goes: node0 cannot write the job dir
+        broken.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(broken, ignore_errors=True)
+        broken.write_text("")
     proc = run_launch_sh(h, mocker_launch, stub_bin, cwd=tmp_path, log=log, home=tmp_path,
                          extra_env={"STUB_FAIL_ROLE": fail})
     assert proc.returncode == rc, proc.stdout + proc.stderr
     assert needle in proc.stdout
     assert f"done: exit code {rc}" in proc.stdout
     calls = log.read_text()
+    # the preflight ran first: one real report per role's node, before the install step
+    assert "--job-name=preflight-GEN_0" in calls
+    if fail == "preflight":
+        assert "--job-name=install" not in calls and "role=GEN_0" not in calls
+        job_dir = mocker_launch.parent
+        failed = json.loads((job_dir / "rendezvous/PREFLIGHT.failed").read_text())
+        assert failed["message"].startswith("preflight failed: node node0 (GEN_0): job dir writable")
+        report = json.loads((job_dir / "report.json").read_text())
+        assert report["failed_role"] == "PREFLIGHT" and "node node0" in report["reason"]
+        (job_dir / "preflight/nodes/node0").unlink()  # the module's other cases share this job dir
+        (job_dir / "rendezvous/PREFLIGHT.failed").unlink()
+        return
+    assert "] preflight passed: 4 task(s) on 1 node(s) [node0]; skipped: GPUs visible (backend dynamo-mocker" \
+        in proc.stdout, proc.stdout
+    assert calls.index("--job-name=preflight-GEN_0") < calls.index("--job-name=install")
     # the triage (report.json + its printed report) runs when the supervisor ends the job, not on a
     # benchmark verdict (the benchmark reports its own failure)
     triaged = "=== perfsanity triage: "

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from perfsanity.common.processes import ProcessSet
+from perfsanity.jobs.batch import preflight_plan
 from perfsanity.plan.launch import RoleStep, role_plan, step_srun_args
 from perfsanity.plan.prepare import CONFIGS_ROOT, find_config
+from perfsanity.run.preflight import task_argv
 from perfsanity.run.spawners import LocalSpawner, SrunSpawner, role_env
-from perfsanity.spec.config import load_config
+from perfsanity.spec.config import Config, load_config
 from perfsanity.spec.testlist import parse_test_id
 from perfsanity.spec.topology import build_topology
 
@@ -36,22 +38,34 @@ CASES = {
 HOSTS = tuple(f"node{i}" for i in range(64))
 
 
-def plan_of(test_id: str) -> tuple[RoleStep, ...]:
+def config_of(test_id: str) -> Config:
     sel = parse_test_id(test_id)
-    config = load_config(find_config(sel.config_name, sel.kind, [CONFIGS_ROOT]),
-                         overrides={"benchmark.mode": sel.mode} if sel.mode else None)
+    return load_config(find_config(sel.config_name, sel.kind, [CONFIGS_ROOT]),
+                       overrides={"benchmark.mode": sel.mode} if sel.mode else None)
+
+
+def plan_of(test_id: str) -> tuple[RoleStep, ...]:
+    config = config_of(test_id)
     return role_plan(config, build_topology(config))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_srun_argv_per_role_golden(name: str) -> None:
     test_id, srun_args = CASES[name]
-    steps = plan_of(test_id)
+    config = config_of(test_id)
+    steps = role_plan(config, build_topology(config))
     spawner = SrunSpawner(Path("/TMP/job"), srun_args=step_srun_args(srun_args),
                           run_sh="/REPO/jenkins/scripts/slurm_run.sh",
                           install_sh="/REPO/jenkins/scripts/slurm_install.sh", environ={})
     total = 1 + max(n for s in steps for n in s.nodes)
-    got = [f"install: {shlex.join(spawner.install_argv(HOSTS[:total]))}"]
+    preflight = preflight_plan(config, build_topology(config), step_srun_args(srun_args))
+    assert preflight is not None  # on by default
+    got = []
+    for p in preflight.steps:
+        argv = spawner.preflight_argv(f"preflight-{p.role}", [HOSTS[n] for n in p.nodes],
+                                      task_argv(preflight, p, Path("/TMP/job")))
+        got.append(f"preflight: {shlex.join(argv)}")
+    got += [f"install: {shlex.join(spawner.install_argv(HOSTS[:total]))}"]
     got += [f"{s.role}: {shlex.join(spawner.role_argv(s, [HOSTS[n] for n in s.nodes]))}" for s in steps]
     got = [line.replace("/TMP/", "<TMP>/").replace("/REPO/", "<REPO>/") for line in got]
     want = (GOLDEN / f"srun_l0_{name}.txt").read_text().splitlines()

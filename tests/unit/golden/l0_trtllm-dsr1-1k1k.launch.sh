@@ -31,8 +31,24 @@ export genGpusPerServer=16
 export ctxNodesPerServer=1
 export genNodesPerServer=4
 export pytestCommand='pytest perf/test_perf_sanity.py::test_e2e[disagg_upload-e2e-gb200-deepseek-r1-fp4_1k1k_ctx2_dep4_gen1_dep16_mtp3]'
+export testOutputDir=<TMP>/job/logs
+export runScript=<REPO>/jenkins/scripts/slurm_run.sh
+export installScript=<REPO>/jenkins/scripts/slurm_install.sh
+export configYamlPath=<REPO>/test_configs/disagg/perf/gb200-deepseek-r1-fp4_1k1k_ctx2_dep4_gen1_dep16_mtp3.yaml
+export gpusPerCtxServer=4
+export gpusPerGenServer=16
+export nodesPerCtxServer=1
+export nodesPerGenServer=4
+export gpusPerNodePerCtxServer=4
+export gpusPerNodePerGenServer=4
+export pytestCommandCTXWorker='pytest perf/test_perf_sanity.py::test_e2e[disagg_upload-e2e-gb200-deepseek-r1-fp4_1k1k_ctx2_dep4_gen1_dep16_mtp3]'
+export pytestCommandGENWorker='pytest perf/test_perf_sanity.py::test_e2e[disagg_upload-e2e-gb200-deepseek-r1-fp4_1k1k_ctx2_dep4_gen1_dep16_mtp3]'
+export pytestCommandDisaggServer='pytest perf/test_perf_sanity.py::test_e2e[disagg_upload-e2e-gb200-deepseek-r1-fp4_1k1k_ctx2_dep4_gen1_dep16_mtp3]'
+export pytestCommandBenchmark='pytest perf/test_perf_sanity.py::test_e2e[disagg_upload-e2e-gb200-deepseek-r1-fp4_1k1k_ctx2_dep4_gen1_dep16_mtp3]'
 export PERFSANITY_RUN_CI=1
 export PERFSANITY_FINALIZE_IN_JOB=1
+if [ -z "${jobWorkspace:-}" ]; then jobWorkspace=<TMP>/job; fi
+export jobWorkspace
 # role plan, one entry per role (perfsanity.plan.launch.role_plan)
 # shellcheck disable=SC2034
 {
@@ -51,6 +67,24 @@ srunArgs=(
     '--mpi=pmix'
     '--container-env=DISAGG_SERVING_TYPE,PERFSANITY_JOB_DIR,PERFSANITY_REPO,PERFSANITY_TEST_ID,PERFSANITY_HOME'
 )
+
+# shellcheck shell=bash
+# --- perfsanity preflight (spliced into launch.sh above the draft by submit.py) ---
+# run_cache_transceiver_precheck is the function TensorRT-LLM's draft calls once the nodes are sliced,
+# before any server starts. Here it runs perfsanity's preflight (perfsanity.run.preflight): one short
+# srun per role's node slice, bounded by preflight.timeout_s. A failed check is named (node and check)
+# in report.json and junit.xml and ends the job: through the draft's cleanup_on_failure when it has one
+# (which scancels the job), else by exit 1. perfsanity's own draft leaves this to the supervisor.
+run_cache_transceiver_precheck() {
+    if PYTHONPATH="$PERFSANITY_REPO${PYTHONPATH:+:$PYTHONPATH}" python3 -m perfsanity.jobs.batch \
+        --job-dir "$PERFSANITY_JOB_DIR" --preflight-only -- "${srunArgs[@]}"; then
+        return 0
+    fi
+    if declare -F cleanup_on_failure >/dev/null; then
+        cleanup_on_failure "perfsanity preflight failed: see $PERFSANITY_JOB_DIR/report.json"
+    fi
+    exit 1
+}
 
 # shellcheck shell=bash
 # --- perfsanity draft launch logic (appended to launch.sh by submit.py) ---
