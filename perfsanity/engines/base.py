@@ -121,6 +121,10 @@ class Backend(Protocol):
     has_default_model: bool
     #: job service name -> env var: every server process gets ENV_VAR=<value the service published>
     service_env: Mapping[str, str]
+    #: True = its processes follow ``config.infra`` (a per-job etcd / NATS, whose addresses they get as
+    #: ETCD_ENDPOINTS / NATS_SERVER) and ``config.frontend`` (several routers behind nginx); False = both
+    #: sections must keep their defaults (a submit-time error otherwise)
+    uses_job_infra: bool
 
     def services(self, host: str) -> Mapping[str, ServerSpec]:
         """Job-wide helper processes, started by DISAGG_SERVER before it waits for workers; the first
@@ -163,6 +167,7 @@ class BackendBase(ABC):
     router_needs_worker_addresses: bool = True
     has_default_model: bool = False
     service_env: Mapping[str, str] = MappingProxyType({})
+    uses_job_infra: bool = False
 
     def services(self, host: str) -> Mapping[str, ServerSpec]:
         return {}

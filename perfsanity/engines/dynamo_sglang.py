@@ -9,7 +9,9 @@ instead. Worker::
         [--nnodes N --node-rank ${SLURM_PROCID}] --dist-init-addr <first host>:<p> --tp-size N [--ep-size ..]
 
 Router: ``python3 -m dynamo.frontend --http-host <host> --http-port 0``. Workers and frontend find
-each other through file-based discovery in the job's shared ``discovery_dir``.
+each other through file-based discovery in the job's shared ``discovery_dir`` or, with
+``infra.discovery: etcd``, through the job's etcd; planes per ``config.infra``
+(:mod:`perfsanity.engines.dynamo_runtime`), the same env as the dynamo-mocker CPU runs.
 
 Facts (ai-dynamo 1.6.1 from PyPI, ``dynamo/sglang/backend_args.py`` and ``dynamo/sglang/args.py``):
 
@@ -42,6 +44,7 @@ import yaml
 
 from perfsanity.engines import sglang
 from perfsanity.engines.base import BackendBase, RouterContext, ServerSpec, WorkerContext, cli_flags
+from perfsanity.engines.dynamo_runtime import runtime_env
 from perfsanity.spec.config import Config
 
 CONFIG_FILE = "engine/sglang_config.yaml"
@@ -73,17 +76,9 @@ def render_config(config: Config) -> str:
 
 
 def discovery_env(config: Config, host: str, discovery_dir: object) -> dict[str, str]:
-    if discovery_dir is None:
+    if config.infra.discovery == "file" and discovery_dir is None:
         raise ValueError(f"{config.name}: backend dynamo-sglang needs a shared discovery_dir")
-    return {
-        "DYN_DISCOVERY_BACKEND": "file",
-        "DYN_FILE_KV": str(discovery_dir),
-        "DYN_REQUEST_PLANE": "tcp",
-        "DYN_EVENT_PLANE": "zmq",
-        "DYN_TCP_RPC_HOST": host,
-        "DYN_TCP_RESPONSE_STREAM_HOST": host,
-        "DYN_EVENT_PLANE_HOST": host,
-    }
+    return runtime_env(config.infra, host, str(discovery_dir))
 
 
 def require_disagg(config: Config) -> None:
@@ -97,6 +92,8 @@ class DynamoSglangBackend(BackendBase):
     name = "dynamo-sglang"
     #: the frontend discovers workers through the shared discovery dir: it starts with them
     router_needs_worker_addresses = False
+    #: etcd / NATS / several frontends behind nginx per ``config.infra`` and ``config.frontend``
+    uses_job_infra = True
 
     def validate(self, config: Config, source: str | None) -> None:
         """The section keys go through SGLang's config merger as ``--<key>`` flags: the same check as sglang,

@@ -310,8 +310,14 @@ def check_needed(config: Config, *, direct: bool) -> None:
     in direct mode also the container image and mounts (L0 takes container flags from --srun-args).
     """
     unset = config.unset_placeholders
-    if not get_backend(config.metadata.backend).has_default_model and not config.environment.model_path:
+    backend = get_backend(config.metadata.backend)
+    if not backend.has_default_model and not config.environment.model_path:
         config.require("environment.model_path")
+    if not backend.uses_job_infra:
+        for key, section in (("infra", config.infra), ("frontend", config.frontend)):
+            if not section.is_default:
+                raise ConfigError(config.source, key, f"backend {backend.name} has no job etcd/NATS or frontends "
+                                  "behind nginx; only dynamo-mocker and dynamo-sglang take this section")
     if direct:
         if config.container_image is None and "environment.container_image" in unset:
             config.require("environment.container_image")

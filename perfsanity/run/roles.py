@@ -32,6 +32,7 @@ from perfsanity.common.processes import ManagedProcess, ProcessSet, TermAsInterr
 from perfsanity.common.waits import Deadline, wait_until
 from perfsanity.engines.base import Address, RouterContext, ServerSpec, WorkerContext
 from perfsanity.run.job import Job, job_from_env, model_path, record_start, resolve_argv
+from perfsanity.run.services import infra_env, start_infra, start_nginx
 from perfsanity.spec import envvars
 from perfsanity.spec.config import Config
 from perfsanity.spec.topology import Placement
@@ -175,10 +176,12 @@ def failure_headline(exc: BaseException) -> str:
 
 
 def serve(job: Job, spec: ServerSpec, kind: str, placement: Placement | None, *, ready_timeout_s: float,
-          procs: ProcessSet | None = None) -> None:
-    """Start one server, publish its address (rank 0 only), watch it, stop it; report failures.
+          procs: ProcessSet | None = None, copies: int = 1, nginx: bool = False) -> None:
+    """Start a server (``copies`` of it, behind nginx when ``nginx``), publish its address (rank 0
+    only), watch it, stop it; report failures.
 
     ``procs`` may already hold job services this role started (they are watched and stopped too).
+    Ready means every copy answers ``spec.health_path``, and nginx too (whose address is published).
     """
     rdv = job.rendezvous
     procs = procs if procs is not None else ProcessSet()
@@ -187,14 +190,22 @@ def serve(job: Job, spec: ServerSpec, kind: str, placement: Placement | None, *,
         env = process_env(job, kind, {**service_env(job), **spec.env}, placement)
         # backends may refer to per-rank values such as ${SLURM_PROCID}; expanded without a shell
         argv = [envvars.expand(a, env) for a in resolve_argv(spec.argv, spec.tool)]
-        log_path = job.job_dir / "logs" / f"{job.role}.server{'' if job.rank == 0 else f'.{job.rank}'}.log"
-        job.log(f"starting: {' '.join(argv)}")
-        proc = procs.start(f"{job.role} server", argv, env=env, log_path=log_path, cwd=job.job_dir)
+        started = []
+        for copy in range(copies):
+            name = f"{job.role} server" if copies == 1 else f"{job.role} frontend {copy}"
+            suffix = ("" if job.rank == 0 else f".{job.rank}") + ("" if copies == 1 else f".{copy}")
+            log_path = job.job_dir / "logs" / f"{job.role}.server{suffix}.log"
+            job.log(f"starting: {' '.join(argv)}")
+            started.append(procs.start(name, argv, env=env, log_path=log_path, cwd=job.job_dir))
         if job.rank == 0:
             t0 = time.monotonic()
-            addr = discover_address(job, proc, spec, timeout_s=ready_timeout_s, what=f"{job.role} server to answer "
-                                    f"{spec.health_path} (log {log_path})")
-            rdv.publish(addr, ready_s=round(time.monotonic() - t0, 3))
+            addrs = [discover_address(job, proc, spec, timeout_s=ready_timeout_s, what=f"{proc.name} to answer "
+                                      f"{spec.health_path} (log {proc.log_path})") for proc in started]
+            addr = addrs[0]
+            if nginx:
+                addr = start_nginx(job, procs, addrs, spec.health_path)
+                job.log(f"nginx at {addr} in front of {', '.join(map(str, addrs))}")
+            rdv.publish(addr, ready_s=round(time.monotonic() - t0, 3), backends=[str(a) for a in addrs])
             job.log(f"ready at {addr} after {time.monotonic() - t0:.1f}s")
             health_url = f"{addr.url}{spec.health_path}"
         else:
@@ -217,6 +228,8 @@ def service_env(job: Job) -> dict[str, str]:
     out = {}
     for name, var in job.backend.service_env.items():
         out[var] = job.rendezvous.wait_value(name, timeout_s=job.config.timeouts.server_ready, waiter=job.role)
+    if job.backend.uses_job_infra:
+        out.update(infra_env(job))  # ETCD_ENDPOINTS / NATS_SERVER per config.infra
     return out
 
 
@@ -261,7 +274,10 @@ def run_router(job: Job) -> None:
     rdv = job.rendezvous
     workers = [p.role for p in job.topology.workers]
     procs = ProcessSet()
+    uses_infra = job.backend.uses_job_infra
     try:
+        if uses_infra:
+            start_infra(job, procs)  # etcd / NATS first: every Dynamo process needs them at start
         start_services(job, procs)
     except BaseException as exc:
         procs.stop_all()
@@ -290,7 +306,9 @@ def run_router(job: Job) -> None:
         if not isinstance(exc, (KeyboardInterrupt, RoleFailed)):
             rdv.report_failure(job.role, failure_headline(exc))
         raise
-    serve(job, spec, "router", None, ready_timeout_s=job.config.timeouts.router_ready, procs=procs)
+    frontend = job.config.frontend
+    serve(job, spec, "router", None, ready_timeout_s=job.config.timeouts.router_ready, procs=procs,
+          copies=frontend.count if uses_infra else 1, nginx=frontend.nginx and uses_infra)
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:

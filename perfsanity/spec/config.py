@@ -40,6 +40,7 @@ from perfsanity.common.errors import ConfigError
 from perfsanity.spec import upstream
 from perfsanity.spec.envvars import EnvAssignment, parse_env_string, to_string
 from perfsanity.spec.loader import read_yaml
+from perfsanity.spec.infra import Frontend, Infra
 
 #: ``metadata.backend`` values: the keys of ``perfsanity.engines``' registry, which this layer cannot import
 #: (tests/backends/test_conformance.py fails when the two differ)
@@ -395,6 +396,8 @@ class Config(_Strict):
     accuracy: Accuracy = Accuracy()
     profiling: Profiling = Profiling()
     timeouts: Timeouts = Timeouts()
+    infra: Infra = Infra()  # perfsanity.spec.infra
+    frontend: Frontend = Frontend()
     gate: dict[str, Any] | None = None
     sweep: dict[str, Any] | None = None  # a sweep block (perfsanity.jobs.sweep); ignored when running one job
     cache_transceiver_precheck: dict[str, Any] | None = None  # upstream's precheck settings; accepted, unused

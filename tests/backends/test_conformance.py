@@ -68,7 +68,7 @@ def test_client_registry_matches_config_literal():
 def test_protocol_declares_the_capabilities():
     # the members role/install/launch/testcases code relies on; a rename here must be deliberate
     assert set(CAPABILITIES) == {"name", "tools", "ranks_per_gpu", "needs_gpu", "router_needs_worker_addresses",
-                                 "has_default_model", "service_env"}
+                                 "has_default_model", "service_env", "uses_job_infra"}
     for method in METHODS:
         assert callable(getattr(Backend, method)), method
 
@@ -136,6 +136,7 @@ def test_capabilities_keep_the_old_tables(name, make_config, monkeypatch, tmp_pa
     monkeypatch.setattr(model_assets, "ensure_tiny_model", lambda: tiny)
     assert backend.default_model_path() == (str(tiny) if name == "dynamo-mocker" else None)
     assert backend.has_default_model is (backend.default_model_path() is not None)
+    assert backend.uses_job_infra is name.startswith("dynamo-")  # etcd/NATS/nginx: Dynamo's runtime only
 
 
 @pytest.mark.parametrize("name", NAMES)
