@@ -6,7 +6,10 @@ itself (role code writes the files and starts the process), so every backend is 
 
 Ports: a backend passes port 0 wherever its engine can bind an ephemeral port; the role then finds
 the real port among the process tree's listening sockets (``perfsanity.common.ports``) by probing
-``health_path``. No port is ever probed-then-released.
+``health_path``. Where an engine must be told a port in advance (SGLang's dist-init and bootstrap
+ports), the argv names an env var (``${PERFSANITY_...}``) listed in ``ServerSpec.node_ports``; the
+role picks a free port on the server's node just before the start and publishes it, so no port is
+fixed in a generated file and two jobs on the same nodes do not share one.
 
 Capabilities: everything code outside ``perfsanity.engines`` may ask a backend (ranks per GPU, whether
 it needs GPUs, job services, discovery, the served model name, a default model, the tools to install,
@@ -84,6 +87,12 @@ class ServerSpec:
     #: file the engine writes ``host:port`` to once it has bound (trtllm-serve ``--report_addr``); read
     #: before the listening-socket scan when ``port`` is 0
     addr_file: str | None = None
+    #: env var -> n: before the start the role sets VAR to the first of n consecutive ports free on the
+    #: server's first node (engines that must be told a port in advance and cannot bind port 0), and
+    #: publishes it in the rendezvous as ``<ROLE>.<VAR>``; every rank of the server gets the same one
+    node_ports: Mapping[str, int] = field(default_factory=dict)
+    #: env var -> rendezvous value (another role's ``<ROLE>.<VAR>`` node port) the role waits for and sets
+    peer_values: Mapping[str, str] = field(default_factory=dict)
 
     def published_ports(self) -> list[int]:
         """The port in :attr:`addr_file` once the engine wrote it (``host:port``, IPv6 in brackets), else []."""

@@ -32,8 +32,9 @@ Facts (ai-dynamo 1.6.1 from PyPI, ``dynamo/sglang/backend_args.py`` and ``dynamo
   (tcp|nats), ``DYN_EVENT_PLANE`` (nats|zmq); the advertised hosts are ``DYN_TCP_RPC_HOST``,
   ``DYN_TCP_RESPONSE_STREAM_HOST``, ``DYN_EVENT_PLANE_HOST`` (``dynamo/common/snapshot/constants.py``).
 * A worker serves HTTP only on its system status server (``DYN_SYSTEM_HOST``/``DYN_SYSTEM_PORT``,
-  ``/health``); dynamo.frontend drops ``DYN_SYSTEM_PORT``. The system port is fixed per worker
-  (:data:`SYSTEM_PORT_BASE` + slot) because no source states that 0 picks an ephemeral port.
+  ``/health``); dynamo.frontend drops ``DYN_SYSTEM_PORT``. ``DYN_SYSTEM_PORT=0`` gives it an
+  OS-assigned port, found among the worker's listening sockets: the Dynamo 1.6.1 runtime that
+  ``dynamo.mocker`` shares does so in every CPU e2e run.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ from perfsanity.spec.config import Config
 
 CONFIG_FILE = "engine/sglang_config.yaml"
 SECTIONS = {"ctx": "prefill", "gen": "decode"}
-SYSTEM_PORT_BASE = 8081  # Dynamo's documented default DYN_SYSTEM_PORT
 #: the sglang release ai-dynamo 1.6.1 pins (``sglang[diffusion]==0.5.21``): the default for key checks
 PINNED_SGLANG = "0.5.21"
 
@@ -106,11 +106,10 @@ class DynamoSglangBackend(BackendBase):
         if placement.kind not in SECTIONS:
             raise ValueError(f"{config.name}: no dynamo.sglang worker for a {placement.kind!r} role")
         prefix, env = sglang.profiling(config, placement.role, ctx.job_dir)
-        system_port = SYSTEM_PORT_BASE + sglang.port_slot(placement)
         env = {
             **discovery_env(config, ctx.host, ctx.discovery_dir),
             "DYN_SYSTEM_HOST": ctx.host,
-            "DYN_SYSTEM_PORT": str(system_port),
+            "DYN_SYSTEM_PORT": "0",
             **env,
         }
         argv = [
@@ -126,8 +125,10 @@ class DynamoSglangBackend(BackendBase):
             argv=tuple(argv),
             env=env,
             files={CONFIG_FILE: render_config(config)},
-            port=system_port,
+            port=0,
             health_path="/health",
+            # dynamo.sglang reserves and publishes its own bootstrap port (module doc)
+            node_ports=sglang.node_ports({}, placement.kind, bootstrap=False),
         )
 
     def router(self, ctx: RouterContext) -> ServerSpec:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from perfsanity.common.errors import PerfsanityError, RoleFailed, WaitTimeout
 from perfsanity.common.files import write_atomic
-from perfsanity.common.ports import listening_ports
+from perfsanity.common.ports import free_port_block, listening_ports
 from perfsanity.common.processes import ManagedProcess, ProcessSet, TermAsInterrupt
 from perfsanity.common.waits import Deadline, wait_until
 from perfsanity.engines.base import Address, RouterContext, ServerSpec, WorkerContext
@@ -187,7 +187,7 @@ def serve(job: Job, spec: ServerSpec, kind: str, placement: Placement | None, *,
     procs = procs if procs is not None else ProcessSet()
     try:
         write_spec_files(job, spec)
-        env = process_env(job, kind, {**service_env(job), **spec.env}, placement)
+        env = process_env(job, kind, {**service_env(job), **spec_ports(job, spec), **spec.env}, placement)
         # backends may refer to per-rank values such as ${SLURM_PROCID}; expanded without a shell
         argv = [envvars.expand(a, env) for a in resolve_argv(spec.argv, spec.tool)]
         started = []
@@ -221,6 +221,24 @@ def serve(job: Job, spec: ServerSpec, kind: str, placement: Placement | None, *,
         raise
     finally:
         procs.stop_all(job.config.timeouts.shutdown / 2)
+
+
+def spec_ports(job: Job, spec: ServerSpec) -> dict[str, str]:
+    """Values of ``spec.node_ports`` (chosen by rank 0 on this node, published as ``<ROLE>.<VAR>``,
+    waited for by the other ranks) and of ``spec.peer_values`` (other roles' published ports)."""
+    out = {}
+    timeout_s = job.config.timeouts.server_ready
+    for var, count in spec.node_ports.items():
+        name = f"{job.role}.{var}"
+        if job.rank == 0:
+            out[var] = str(free_port_block(job.host, count))
+            job.rendezvous.publish_value(name, out[var])
+            job.log(f"{var}={out[var]} (ports {out[var]}..{int(out[var]) + count - 1} free on {job.host})")
+        else:
+            out[var] = job.rendezvous.wait_value(name, timeout_s=timeout_s, waiter=job.role)
+    for var, name in spec.peer_values.items():
+        out[var] = job.rendezvous.wait_value(name, timeout_s=timeout_s, waiter=job.role)
+    return out
 
 
 def service_env(job: Job) -> dict[str, str]:

@@ -37,6 +37,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from perfsanity.common.errors import RoleFailed
 from perfsanity.common.files import write_atomic
+from perfsanity.common.ports import free_port_block
 from perfsanity.common.processes import ManagedProcess, ProcessSet, tail
 from perfsanity.common.waits import wait_until
 from perfsanity.engines.base import Address
@@ -91,13 +92,6 @@ def etcd_argv(host: str, client_port: int, peer_port: int, data_dir: Path) -> li
             "--logger", "zap", "--log-outputs", "stderr"]
 
 
-def kernel_port(host: str) -> int:
-    """A port the kernel hands out for ``host`` right now (for etcd only, see the module doc)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def http_text(url: str, timeout_s: float = 1.0) -> tuple[int, str]:
     """(status, body) of a GET; (0, error) when nothing answered."""
     try:
@@ -118,9 +112,9 @@ def start_etcd(job: Job, procs: ProcessSet) -> str:
     host = job.host
     log_path = job.job_dir / "logs" / f"{job.role}.etcd.log"
     for attempt in range(1, ETCD_START_ATTEMPTS + 1):
-        client_port, peer_port = kernel_port(host), kernel_port(host)
+        client_port, peer_port = free_port_block(host), free_port_block(host)
         while peer_port == client_port:
-            peer_port = kernel_port(host)
+            peer_port = free_port_block(host)
         data_dir = job.job_dir / "services" / "etcd"
         shutil.rmtree(data_dir, ignore_errors=True)
         data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -182,8 +176,8 @@ def start_nats(job: Job, procs: ProcessSet) -> str:
 
 
 def service_environ(job: Job) -> dict[str, str]:
-    """The role's environment for a service process (PATH etc.), nothing of the engines'."""
-    return {k: v for k, v in job.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")}
+    """The role's own environment (it marks the process as this job's: PERFSANITY_JOB_DIR, SLURM_JOB_ID)."""
+    return dict(job.environ)
 
 
 # ----------------------------------------------------------------------------------------- nginx

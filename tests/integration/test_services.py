@@ -95,9 +95,9 @@ def test_etcd_starts_again_when_its_port_was_taken(tmp_path, monkeypatch):
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
-    real = services.kernel_port
+    real = services.free_port_block
     handed = iter([taken.getsockname()[1]])
-    monkeypatch.setattr(services, "kernel_port", lambda host: next(handed, None) or real(host))
+    monkeypatch.setattr(services, "free_port_block", lambda host: next(handed, None) or real(host))
     procs = ProcessSet()
     try:
         url = services.start_etcd(job, procs)
@@ -121,7 +121,7 @@ def test_a_dead_service_is_found_by_name(tmp_path):
         nats.popen.wait(timeout=10)
         dead = procs.first_dead()
         assert dead is nats and dead.poll() == -signal.SIGKILL
-        assert "nats-server" in dead.tail() or "Server is ready" in dead.tail()
+        assert "Server is ready" in dead.tail()  # its own log, not just our start line
     finally:
         procs.stop_all(5)
 
