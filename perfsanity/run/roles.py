@@ -32,6 +32,7 @@ from perfsanity.common.processes import ManagedProcess, ProcessSet, TermAsInterr
 from perfsanity.common.waits import Deadline, wait_until
 from perfsanity.engines.base import Address, RouterContext, ServerSpec, WorkerContext
 from perfsanity.run.job import Job, job_from_env, model_path, record_start, resolve_argv
+from perfsanity.run.monitors import NodeMonitor, monitored_by
 from perfsanity.run.services import infra_env, start_infra, start_nginx
 from perfsanity.spec import envvars
 from perfsanity.spec.config import Config
@@ -281,7 +282,13 @@ def run_worker(job: Job, placement: Placement) -> None:
         discovery_dir=job.discovery_dir,
     )
     spec = job.backend.worker(ctx)
-    serve(job, spec, placement.kind, placement, ready_timeout_s=job.config.timeouts.server_ready)
+    node = monitored_by([(p.role, p.nodes) for p in job.topology.workers], job.role, job.rank)
+    if node is None:  # another worker role monitors this node
+        serve(job, spec, placement.kind, placement, ready_timeout_s=job.config.timeouts.server_ready)
+        return
+    name = job.slurm.node_name if job.slurm and job.slurm.node_name else f"node{node}"
+    with NodeMonitor(job.job_dir / "logs", name):
+        serve(job, spec, placement.kind, placement, ready_timeout_s=job.config.timeouts.server_ready)
 
 
 def worker_roles(job: Job, kind: str) -> list[str]:

@@ -130,6 +130,15 @@ def test_shipped_etcd_nats_config_completes_through_nginx(shipped_run, s):
     for name in ("etcd", "nats", "nginx"):
         assert (job_dir / "logs" / f"DISAGG_SERVER.{name}.log").is_file()
 
+    # per-node monitors: a CPU/memory log for each of the four worker nodes, a GPU reason line (no
+    # nvidia-smi here), and the plot in report.html
+    nodes = s.job_nodes(s.job_id_of(job_dir))
+    for node in nodes:
+        cpu = (job_dir / "logs" / f"{node}.cpu.csv").read_text().splitlines()
+        assert len(cpu) >= 3, f"{node}: {cpu}"
+        assert "nvidia-smi" in (job_dir / "logs" / f"{node}.gpu.txt").read_text()
+    assert "worker nodes: CPU and memory during the benchmark" in (job_dir / "report.html").read_text()
+
 
 @pytest.mark.timeout(480)
 def test_shipped_run_leaves_no_process(shipped_run, s):
