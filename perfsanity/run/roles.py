@@ -34,6 +34,7 @@ from perfsanity.engines.base import Address, RouterContext, ServerSpec, WorkerCo
 from perfsanity.run.job import Job, job_from_env, model_path, record_start, resolve_argv
 from perfsanity.run.monitors import NodeMonitor, monitored_by
 from perfsanity.run.services import infra_env, start_infra, start_nginx
+from perfsanity.run.wheels import pythonpath
 from perfsanity.spec import envvars
 from perfsanity.spec.config import Config
 from perfsanity.spec.topology import Placement
@@ -83,6 +84,8 @@ def process_env(job: Job, kind: str, spec_env: Mapping[str, str], placement: Pla
         first = placement.gpu_offset
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in range(first, first + placement.gpus_per_node))
     env["PYTHONUNBUFFERED"] = "1"
+    if (path := pythonpath(job.config, job.job_dir, env.get("PYTHONPATH"))) is not None:
+        env["PYTHONPATH"] = path  # environment.wheels, installed for this job (perfsanity.run.wheels)
     return env
 
 

@@ -200,6 +200,8 @@ class Environment(_Strict):
     container_mount: str | None = None
     trtllm_repo: str | None = None
     build_wheel: bool = False
+    #: wheels the per-node install step installs for the job's servers (perfsanity.run.wheels)
+    wheels: tuple[str, ...] = ()
 
     @field_validator(
         "worker_env_var",
