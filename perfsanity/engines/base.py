@@ -128,16 +128,17 @@ class Backend(Protocol):
     router_needs_worker_addresses: bool
     #: True = it brings its own model when ``environment.model_path`` is empty (see default_model_path)
     has_default_model: bool
-    #: job service name -> env var: every server process gets ENV_VAR=<value the service published>
+    #: job service name -> env var: every server process gets ENV_VAR=<value the service published>, for
+    #: each service :meth:`services` starts for the job's config
     service_env: Mapping[str, str]
     #: True = its processes follow ``config.infra`` (a per-job etcd / NATS, whose addresses they get as
     #: ETCD_ENDPOINTS / NATS_SERVER) and ``config.frontend`` (several routers behind nginx); False = both
     #: sections must keep their defaults (a submit-time error otherwise)
     uses_job_infra: bool
 
-    def services(self, host: str) -> Mapping[str, ServerSpec]:
-        """Job-wide helper processes, started by DISAGG_SERVER before it waits for workers; the first
-        line each prints is published in the rendezvous dir as the service's value."""
+    def services(self, host: str, config: Config) -> Mapping[str, ServerSpec]:
+        """Job-wide helper processes this config needs, started by DISAGG_SERVER before it waits for
+        workers; the first line each prints is published in the rendezvous dir as the service's value."""
         ...
 
     def served_model_name(self, config: Config, model_path: str) -> str:
@@ -178,7 +179,7 @@ class BackendBase(ABC):
     service_env: Mapping[str, str] = MappingProxyType({})
     uses_job_infra: bool = False
 
-    def services(self, host: str) -> Mapping[str, ServerSpec]:
+    def services(self, host: str, config: Config) -> Mapping[str, ServerSpec]:
         return {}
 
     def served_model_name(self, config: Config, model_path: str) -> str:

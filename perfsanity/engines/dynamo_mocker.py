@@ -22,6 +22,7 @@ from types import MappingProxyType
 from perfsanity.engines import zmq_broker
 from perfsanity.engines.base import BackendBase, RouterContext, ServerSpec, WorkerContext, cli_flags
 from perfsanity.engines.dynamo_runtime import runtime_env
+from perfsanity.spec.config import Config
 from perfsanity.spec.infra import Infra
 
 # typed parallelism keys describe the (simulated) deployment's GPUs; the mocker takes none of them
@@ -54,8 +55,11 @@ class DynamoMockerBackend(BackendBase):
     #: job service -> env var: every worker and the frontend connect to the job's event-plane broker
     service_env = MappingProxyType({"zmq_broker": "DYN_ZMQ_BROKER_URL"})
 
-    def services(self, host: str) -> dict[str, ServerSpec]:
-        """The event-plane broker, started by DISAGG_SERVER before the workers start."""
+    def services(self, host: str, config: Config) -> dict[str, ServerSpec]:
+        """The ZMQ event-plane broker, started by DISAGG_SERVER before the workers start (none with the
+        NATS event plane: the job's NATS carries the events)."""
+        if config.infra.event_plane != "zmq":
+            return {}
         argv = ("python3", zmq_broker.__file__, host)
         return {"zmq_broker": ServerSpec(argv=argv, tool="dynamo")}
 

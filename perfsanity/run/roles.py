@@ -248,8 +248,10 @@ def spec_ports(job: Job, spec: ServerSpec) -> dict[str, str]:
 def service_env(job: Job) -> dict[str, str]:
     """Env vars carrying job-service values (``Backend.service_env``), waiting (bounded) for each."""
     out = {}
+    started = job.backend.services(job.host, job.config)
     for name, var in job.backend.service_env.items():
-        out[var] = job.rendezvous.wait_value(name, timeout_s=job.config.timeouts.server_ready, waiter=job.role)
+        if name in started:
+            out[var] = job.rendezvous.wait_value(name, timeout_s=job.config.timeouts.server_ready, waiter=job.role)
     if job.backend.uses_job_infra:
         out.update(infra_env(job))  # ETCD_ENDPOINTS / NATS_SERVER per config.infra
     return out
@@ -257,7 +259,7 @@ def service_env(job: Job) -> dict[str, str]:
 
 def start_services(job: Job, procs: ProcessSet) -> None:
     """Start the backend's job services (``Backend.services``) and publish the first line each prints."""
-    for name, spec in job.backend.services(job.host).items():
+    for name, spec in job.backend.services(job.host, job.config).items():
         argv = [envvars.expand(a, job.environ) for a in resolve_argv(spec.argv, spec.tool)]
         log_path = job.job_dir / "logs" / f"{job.role}.{name}.log"
         job.log(f"starting job service {name}: {' '.join(argv)}")
