@@ -196,15 +196,7 @@ def test_killed_service_fails_job_fast_naming_it(cluster, s, tmp_path_factory, s
         assert proc.returncode == 0, proc.stdout + proc.stderr
         job_id = s.job_id_of(job_dir)
 
-        def first_result() -> dict | None:
-            data = s.read_json(job_dir / "results.json")
-            if data and data.get("results"):
-                return data
-            if jobs.job_state(job_id).finished:
-                pytest.fail(f"job {job_id} ended before its first concurrency finished", pytrace=False)
-            return None
-
-        s.wait_for(first_result, timeout_s=200, what=f"job {job_id}: first concurrency in results.json", poll_s=0.3)
+        s.wait_first_result(job_dir, job_id, timeout_s=200)
         assert not (job_dir / "rendezvous" / "benchmark.status").exists(), "benchmark already over: not mid-run"
         pid = _service_pid(s, job_dir, job_id, binary)
         assert pid, f"no {binary} process of job {job_id}: {s.job_processes(str(job_dir), job_id)}"

@@ -105,34 +105,30 @@ def _nginx() -> str:
     return str(path)
 
 
-def test_nginx_accepts_the_generated_conf_with_the_adopted_socket(tmp_path):
+def _nginx_t(root: Path, edit=lambda text: text) -> tuple[subprocess.CompletedProcess, Path, int]:
+    """``nginx -t`` of the generated conf (after ``edit``), with the socket nginx would adopt."""
     nginx = _nginx()
-    root = tmp_path / "nginx"
     listen = services.NginxSocket("127.0.0.1")
     try:
         conf = services.prepare_nginx(root, listen, UPSTREAMS)
-        argv = services.nginx_argv(root, conf, test=True)
-        argv[0] = nginx
-        proc = subprocess.run(argv, env={**os.environ, **listen.env}, pass_fds=(listen.sock.fileno(),),
-                              capture_output=True, text=True, timeout=30, check=False)
-    finally:
-        listen.close()
-    assert proc.returncode == 0 and "test is successful" in proc.stderr, proc.stderr
-    assert f"listen 127.0.0.1:{listen.port} " in conf.read_text()
-    assert all((root / "tmp" / d).is_dir() for d in services.NGINX_TEMP_DIRS.values())
-
-
-def test_nginx_rejects_a_broken_conf(tmp_path):
-    # the check above can fail: nginx -t refuses a conf with a bad directive
-    nginx = _nginx()
-    root = tmp_path / "nginx"
-    listen = services.NginxSocket("127.0.0.1")
-    try:
-        conf = services.prepare_nginx(root, listen, UPSTREAMS)
-        conf.write_text(conf.read_text().replace("keepalive 64;", "keepalive sixty-four;"))
+        conf.write_text(edit(conf.read_text()))
         argv = [nginx, *services.nginx_argv(root, conf, test=True)[1:]]
         proc = subprocess.run(argv, env={**os.environ, **listen.env}, pass_fds=(listen.sock.fileno(),),
                               capture_output=True, text=True, timeout=30, check=False)
     finally:
         listen.close()
+    return proc, conf, listen.port
+
+
+def test_nginx_accepts_the_generated_conf_with_the_adopted_socket(tmp_path):
+    root = tmp_path / "nginx"
+    proc, conf, port = _nginx_t(root)
+    assert proc.returncode == 0 and "test is successful" in proc.stderr, proc.stderr
+    assert f"listen 127.0.0.1:{port} " in conf.read_text()
+    assert all((root / "tmp" / d).is_dir() for d in services.NGINX_TEMP_DIRS.values())
+
+
+def test_nginx_rejects_a_broken_conf(tmp_path):
+    # the check above can fail: nginx -t refuses a conf with a bad directive
+    proc, _, _ = _nginx_t(tmp_path / "nginx", lambda text: text.replace("keepalive 64;", "keepalive sixty-four;"))
     assert proc.returncode != 0 and "keepalive" in proc.stderr, proc.stderr
