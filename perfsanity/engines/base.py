@@ -137,7 +137,7 @@ class Backend(Protocol):
     uses_job_infra: bool
 
     def services(self, host: str, config: Config) -> Mapping[str, ServerSpec]:
-        """Job-wide helper processes this config needs, started by DISAGG_SERVER before it waits for
+        """Job-wide service processes this config needs, started by DISAGG_SERVER before it waits for
         workers; the first line each prints is published in the rendezvous dir as the service's value."""
         ...
 
