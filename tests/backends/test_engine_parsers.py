@@ -237,8 +237,9 @@ def test_golden_accepted(path, tmp_path):
     if module == "dynamo.sglang":
         # its flags come with the YAML section file: parse the rendered specs with their files
         # (tests/backends/test_golden.py pins this golden to exactly that rendering)
-        assert path.parent.name == QWEN_DYNAMO.stem, f"{path}: no dynamo config for this golden"
-        check_dynamo_config(load_config(QWEN_DYNAMO), tmp_path)
+        config_path = REPO / "test_configs/disagg/perf" / f"{path.parent.name}.yaml"
+        assert config_path.is_file(), f"{path}: no dynamo config for this golden"
+        check_dynamo_config(load_config(config_path), tmp_path)
         return
     if module is not None:
         (result,) = run_checks([{"check": module, "args": args_after(tuple(argv), module)}])

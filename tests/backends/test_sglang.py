@@ -248,3 +248,27 @@ def test_dynamo_needs_discovery_dir_and_disagg(make_config):
     aggr = make_config("dynamo-sglang", kind="aggr")
     with pytest.raises(ValueError, match="disaggregated configs only"):
         _worker(db.BACKEND, aggr, "SERVER_0")
+
+
+def test_dynamo_sglang_runs_the_runtime_env_the_mocker_e2e_runs():
+    # the GPU config and the CPU stand-in config with the same infra give every Dynamo process the
+    # same discovery / plane / host env (the mocker adds only its offline and status-server settings)
+    from backendtest_support import REPO
+
+    from perfsanity.engines import dynamo_mocker as mb
+    from perfsanity.spec.config import load_config
+
+    gpu = load_config(REPO / "test_configs/disagg/perf/gb200-qwen3-235b-fp8_1k1k_dynamo-sglang_1p1d_etcd-nats.yaml")
+    cpu = load_config(REPO / "test_configs/disagg/perf/mocker-ctx2-gen2-etcd-nats.yaml")
+    assert gpu.infra == cpu.infra and gpu.frontend == cpu.frontend
+    mocker_only = {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DYN_SDK_DISABLE_ANSI_LOGGING",
+                   "DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS", "DYN_SYSTEM_HOST", "DYN_SYSTEM_PORT"}
+    for role in ("CTX_0", "GEN_0"):
+        g = _worker(db.BACKEND, gpu, role).env
+        c = _worker(mb.BACKEND, cpu, role).env
+        assert {k: v for k, v in c.items() if k not in mocker_only} == \
+            {k: v for k, v in g.items() if k not in mocker_only}
+        assert g["DYN_DISCOVERY_BACKEND"] == "etcd" and "DYN_FILE_KV" not in g
+    g_fe, c_fe = db.BACKEND.router(router_context(gpu)).env, mb.BACKEND.router(router_context(cpu)).env
+    assert {k: v for k, v in c_fe.items() if k not in mocker_only} == \
+        {k: v for k, v in g_fe.items() if k not in mocker_only}
