@@ -39,8 +39,8 @@ from pydantic import (
 from perfsanity.common.errors import ConfigError
 from perfsanity.spec import upstream
 from perfsanity.spec.envvars import EnvAssignment, parse_env_string, to_string
-from perfsanity.spec.loader import read_yaml
 from perfsanity.spec.infra import Frontend, Infra
+from perfsanity.spec.loader import read_yaml
 
 #: ``metadata.backend`` values: the keys of ``perfsanity.engines``' registry, which this layer cannot import
 #: (tests/backends/test_conformance.py fails when the two differ)
