@@ -8,6 +8,8 @@ functions return what they can see and never raise for it.
 
 from __future__ import annotations
 
+import socket
+
 import psutil
 
 
@@ -43,3 +45,32 @@ def listening_sockets(pid: int, *, tree: bool = True) -> list[tuple[str, int]]:
 def listening_ports(pid: int) -> list[int]:
     """Sorted TCP ports in LISTEN state held by ``pid`` or any of its descendants."""
     return sorted({port for _host, port in listening_sockets(pid)})
+
+
+def free_port_block(host: str, count: int = 1) -> int:
+    """The first of ``count`` consecutive ports that are all free on ``host`` right now.
+
+    For servers that cannot bind port 0 themselves and must be told their port in advance (etcd, an
+    SGLang dist-init or bootstrap port): the kernel picks the first one; the caller starts the server
+    at once and publishes the port. Unlike port 0 this can race with another process binding the
+    same port in between, so callers detect a failed bind where they can (see ``perfsanity.run.services``).
+    """
+    for _ in range(64):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as first:
+            first.bind((host, 0))
+            base = first.getsockname()[1]
+            if base + count - 1 > 65535:
+                continue
+            held = []
+            try:
+                for port in range(base + 1, base + count):
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    held.append(sock)
+                    sock.bind((host, port))
+                return base
+            except OSError:
+                continue
+            finally:
+                for sock in held:
+                    sock.close()
+    raise OSError(f"no block of {count} free ports on {host} after 64 tries")

@@ -55,7 +55,7 @@ class ManagedProcess:
     """One child process with its log file."""
 
     def __init__(self, name: str, argv: Sequence[str], *, env: Mapping[str, str], log_path: Path,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, pass_fds: Sequence[int] = ()) -> None:
         self.name = name
         self.argv = tuple(argv)
         self.log_path = log_path
@@ -72,6 +72,7 @@ class ManagedProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None,  # noqa: PLW1509
+            pass_fds=tuple(pass_fds),  # sockets the child inherits (already bound by us)
         )
         self.pid = self.popen.pid
         self.started = time.monotonic()
@@ -136,8 +137,8 @@ class ProcessSet:
         self.procs: list[ManagedProcess] = []
 
     def start(self, name: str, argv: Sequence[str], *, env: Mapping[str, str], log_path: Path,
-              cwd: Path | None = None) -> ManagedProcess:
-        proc = ManagedProcess(name, argv, env=env, log_path=log_path, cwd=cwd)
+              cwd: Path | None = None, pass_fds: Sequence[int] = ()) -> ManagedProcess:
+        proc = ManagedProcess(name, argv, env=env, log_path=log_path, cwd=cwd, pass_fds=pass_fds)
         self.procs.append(proc)
         return proc
 

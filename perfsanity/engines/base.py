@@ -6,7 +6,10 @@ itself (role code writes the files and starts the process), so every backend is 
 
 Ports: a backend passes port 0 wherever its engine can bind an ephemeral port; the role then finds
 the real port among the process tree's listening sockets (``perfsanity.common.ports``) by probing
-``health_path``. No port is ever probed-then-released.
+``health_path``. Where an engine must be told a port in advance (SGLang's dist-init and bootstrap
+ports), the argv names an env var (``${PERFSANITY_...}``) listed in ``ServerSpec.node_ports``; the
+role picks a free port on the server's node just before the start and publishes it, so no port is
+fixed in a generated file and two jobs on the same nodes do not share one.
 
 Capabilities: everything code outside ``perfsanity.engines`` may ask a backend (ranks per GPU, whether
 it needs GPUs, job services, discovery, the served model name, a default model, the tools to install,
@@ -84,6 +87,12 @@ class ServerSpec:
     #: file the engine writes ``host:port`` to once it has bound (trtllm-serve ``--report_addr``); read
     #: before the listening-socket scan when ``port`` is 0
     addr_file: str | None = None
+    #: env var -> n: before the start the role sets VAR to the first of n consecutive ports free on the
+    #: server's first node (engines that must be told a port in advance and cannot bind port 0), and
+    #: publishes it in the rendezvous as ``<ROLE>.<VAR>``; every rank of the server gets the same one
+    node_ports: Mapping[str, int] = field(default_factory=dict)
+    #: env var -> rendezvous value (another role's ``<ROLE>.<VAR>`` node port) the role waits for and sets
+    peer_values: Mapping[str, str] = field(default_factory=dict)
 
     def published_ports(self) -> list[int]:
         """The port in :attr:`addr_file` once the engine wrote it (``host:port``, IPv6 in brackets), else []."""
@@ -119,12 +128,17 @@ class Backend(Protocol):
     router_needs_worker_addresses: bool
     #: True = it brings its own model when ``environment.model_path`` is empty (see default_model_path)
     has_default_model: bool
-    #: job service name -> env var: every server process gets ENV_VAR=<value the service published>
+    #: job service name -> env var: every server process gets ENV_VAR=<value the service published>, for
+    #: each service :meth:`services` starts for the job's config
     service_env: Mapping[str, str]
+    #: True = its processes follow ``config.infra`` (a per-job etcd / NATS, whose addresses they get as
+    #: ETCD_ENDPOINTS / NATS_SERVER) and ``config.frontend`` (several routers behind nginx); False = both
+    #: sections must keep their defaults (a submit-time error otherwise)
+    uses_job_infra: bool
 
-    def services(self, host: str) -> Mapping[str, ServerSpec]:
-        """Job-wide helper processes, started by DISAGG_SERVER before it waits for workers; the first
-        line each prints is published in the rendezvous dir as the service's value."""
+    def services(self, host: str, config: Config) -> Mapping[str, ServerSpec]:
+        """Job-wide service processes this config needs, started by DISAGG_SERVER before it waits for
+        workers; the first line each prints is published in the rendezvous dir as the service's value."""
         ...
 
     def served_model_name(self, config: Config, model_path: str) -> str:
@@ -163,8 +177,9 @@ class BackendBase(ABC):
     router_needs_worker_addresses: bool = True
     has_default_model: bool = False
     service_env: Mapping[str, str] = MappingProxyType({})
+    uses_job_infra: bool = False
 
-    def services(self, host: str) -> Mapping[str, ServerSpec]:
+    def services(self, host: str, config: Config) -> Mapping[str, ServerSpec]:
         return {}
 
     def served_model_name(self, config: Config, model_path: str) -> str:

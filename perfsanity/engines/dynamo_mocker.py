@@ -1,8 +1,10 @@
 """Dynamo frontend + ``dynamo.mocker`` workers: the CPU stand-in for disaggregated serving.
 
-A real disaggregated serving path (Dynamo's OpenAI frontend, router, TCP request plane, ZMQ event
-plane, prefill→decode hand-off) with simulated compute. File discovery in the job's shared
-``discovery/`` dir; no etcd or NATS. Measured facts are in ``docs/dynamo-mocker.md``.
+A real disaggregated serving path (Dynamo's OpenAI frontend, router, request plane, event plane,
+prefill→decode hand-off) with simulated compute. By default file discovery in the job's shared
+``discovery/`` dir, TCP request plane and ZMQ event plane; ``config.infra`` switches to the job's
+etcd / NATS, and ``config.frontend`` to several frontends behind nginx, exactly as dynamo-sglang
+(:mod:`perfsanity.engines.dynamo_runtime`). Measured facts are in ``docs/dynamo-mocker.md``.
 
 Event plane: a per-job broker (:mod:`perfsanity.engines.zmq_broker`, a job service started by
 DISAGG_SERVER) keeps every socket on the bind host; without it Dynamo binds event-plane sockets on
@@ -19,6 +21,9 @@ from types import MappingProxyType
 
 from perfsanity.engines import zmq_broker
 from perfsanity.engines.base import BackendBase, RouterContext, ServerSpec, WorkerContext, cli_flags
+from perfsanity.engines.dynamo_runtime import runtime_env
+from perfsanity.spec.config import Config
+from perfsanity.spec.infra import Infra
 
 # typed parallelism keys describe the (simulated) deployment's GPUs; the mocker takes none of them
 _HARNESS_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "context_parallel_size",
@@ -26,16 +31,10 @@ _HARNESS_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "context_para
 _MODE = {"ctx": "prefill", "gen": "decode", "server": "agg"}
 
 
-def dynamo_env(host: str, discovery_dir: str) -> dict[str, str]:
-    """File discovery, TCP request plane, ZMQ event plane, everything bound to ``host``."""
+def dynamo_env(infra: Infra, host: str, discovery_dir: str) -> dict[str, str]:
+    """Discovery and planes per ``config.infra``, everything bound to ``host``, offline."""
     return {
-        "DYN_DISCOVERY_BACKEND": "file",
-        "DYN_FILE_KV": discovery_dir,
-        "DYN_REQUEST_PLANE": "tcp",
-        "DYN_EVENT_PLANE": "zmq",
-        "DYN_TCP_RPC_HOST": host,
-        "DYN_TCP_RESPONSE_STREAM_HOST": host,
-        "DYN_EVENT_PLANE_HOST": host,
+        **runtime_env(infra, host, discovery_dir),
         "DYN_SYSTEM_HOST": host,
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
@@ -49,13 +48,18 @@ class DynamoMockerBackend(BackendBase):
     #: simulated compute: runs on any machine, so its test cases run locally
     needs_gpu = False
     has_default_model = True
+    #: etcd / NATS / several frontends behind nginx per ``config.infra`` and ``config.frontend``
+    uses_job_infra = True
     #: the frontend discovers workers through the shared discovery dir: it starts with them
     router_needs_worker_addresses = False
     #: job service -> env var: every worker and the frontend connect to the job's event-plane broker
     service_env = MappingProxyType({"zmq_broker": "DYN_ZMQ_BROKER_URL"})
 
-    def services(self, host: str) -> dict[str, ServerSpec]:
-        """The event-plane broker, started by DISAGG_SERVER before the workers start."""
+    def services(self, host: str, config: Config) -> dict[str, ServerSpec]:
+        """The ZMQ event-plane broker, started by DISAGG_SERVER before the workers start (none with the
+        NATS event plane: the job's NATS carries the events)."""
+        if config.infra.event_plane != "zmq":
+            return {}
         argv = ("python3", zmq_broker.__file__, host)
         return {"zmq_broker": ServerSpec(argv=argv, tool="dynamo")}
 
@@ -73,14 +77,14 @@ class DynamoMockerBackend(BackendBase):
         argv = ["python3", "-m", "dynamo.mocker", "--model-path", ctx.model_path,
                 "--model-name", ctx.config.metadata.model_name, "--disaggregation-mode", _MODE[kind],
                 *cli_flags(options, skip=_HARNESS_KEYS)]
-        env = dynamo_env(ctx.host, str(ctx.discovery_dir or ctx.job_dir / "discovery"))
+        env = dynamo_env(ctx.config.infra, ctx.host, str(ctx.discovery_dir or ctx.job_dir / "discovery"))
         env["DYN_SYSTEM_PORT"] = "0"
         env["DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS"] = '["generate"]'
         return ServerSpec(argv=tuple(argv), env=env, port=0, health_path="/health", tool="dynamo")
 
     def router(self, ctx: RouterContext) -> ServerSpec:
         argv = ["python3", "-m", "dynamo.frontend", "--http-host", ctx.host, "--http-port", "0"]
-        env = dynamo_env(ctx.host, str(ctx.discovery_dir or ctx.job_dir / "discovery"))
+        env = dynamo_env(ctx.config.infra, ctx.host, str(ctx.discovery_dir or ctx.job_dir / "discovery"))
         env["DYN_SYSTEM_PORT"] = "-1"
         return ServerSpec(argv=tuple(argv), env=env, port=0, health_path="/health", tool="dynamo")
 

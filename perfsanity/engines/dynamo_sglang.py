@@ -9,7 +9,9 @@ instead. Worker::
         [--nnodes N --node-rank ${SLURM_PROCID}] --dist-init-addr <first host>:<p> --tp-size N [--ep-size ..]
 
 Router: ``python3 -m dynamo.frontend --http-host <host> --http-port 0``. Workers and frontend find
-each other through file-based discovery in the job's shared ``discovery_dir``.
+each other through file-based discovery in the job's shared ``discovery_dir`` or, with
+``infra.discovery: etcd``, through the job's etcd; planes per ``config.infra``
+(:mod:`perfsanity.engines.dynamo_runtime`), the same env as the dynamo-mocker CPU runs.
 
 Facts (ai-dynamo 1.6.1 from PyPI, ``dynamo/sglang/backend_args.py`` and ``dynamo/sglang/args.py``):
 
@@ -30,8 +32,9 @@ Facts (ai-dynamo 1.6.1 from PyPI, ``dynamo/sglang/backend_args.py`` and ``dynamo
   (tcp|nats), ``DYN_EVENT_PLANE`` (nats|zmq); the advertised hosts are ``DYN_TCP_RPC_HOST``,
   ``DYN_TCP_RESPONSE_STREAM_HOST``, ``DYN_EVENT_PLANE_HOST`` (``dynamo/common/snapshot/constants.py``).
 * A worker serves HTTP only on its system status server (``DYN_SYSTEM_HOST``/``DYN_SYSTEM_PORT``,
-  ``/health``); dynamo.frontend drops ``DYN_SYSTEM_PORT``. The system port is fixed per worker
-  (:data:`SYSTEM_PORT_BASE` + slot) because no source states that 0 picks an ephemeral port.
+  ``/health``); dynamo.frontend drops ``DYN_SYSTEM_PORT``. ``DYN_SYSTEM_PORT=0`` gives it an
+  OS-assigned port, found among the worker's listening sockets: the Dynamo 1.6.1 runtime that
+  ``dynamo.mocker`` shares does so in every CPU e2e run.
 """
 
 from __future__ import annotations
@@ -42,11 +45,11 @@ import yaml
 
 from perfsanity.engines import sglang
 from perfsanity.engines.base import BackendBase, RouterContext, ServerSpec, WorkerContext, cli_flags
+from perfsanity.engines.dynamo_runtime import runtime_env
 from perfsanity.spec.config import Config
 
 CONFIG_FILE = "engine/sglang_config.yaml"
 SECTIONS = {"ctx": "prefill", "gen": "decode"}
-SYSTEM_PORT_BASE = 8081  # Dynamo's documented default DYN_SYSTEM_PORT
 #: the sglang release ai-dynamo 1.6.1 pins (``sglang[diffusion]==0.5.21``): the default for key checks
 PINNED_SGLANG = "0.5.21"
 
@@ -73,17 +76,9 @@ def render_config(config: Config) -> str:
 
 
 def discovery_env(config: Config, host: str, discovery_dir: object) -> dict[str, str]:
-    if discovery_dir is None:
+    if config.infra.discovery == "file" and discovery_dir is None:
         raise ValueError(f"{config.name}: backend dynamo-sglang needs a shared discovery_dir")
-    return {
-        "DYN_DISCOVERY_BACKEND": "file",
-        "DYN_FILE_KV": str(discovery_dir),
-        "DYN_REQUEST_PLANE": "tcp",
-        "DYN_EVENT_PLANE": "zmq",
-        "DYN_TCP_RPC_HOST": host,
-        "DYN_TCP_RESPONSE_STREAM_HOST": host,
-        "DYN_EVENT_PLANE_HOST": host,
-    }
+    return runtime_env(config.infra, host, str(discovery_dir))
 
 
 def require_disagg(config: Config) -> None:
@@ -97,6 +92,8 @@ class DynamoSglangBackend(BackendBase):
     name = "dynamo-sglang"
     #: the frontend discovers workers through the shared discovery dir: it starts with them
     router_needs_worker_addresses = False
+    #: etcd / NATS / several frontends behind nginx per ``config.infra`` and ``config.frontend``
+    uses_job_infra = True
 
     def validate(self, config: Config, source: str | None) -> None:
         """The section keys go through SGLang's config merger as ``--<key>`` flags: the same check as sglang,
@@ -109,11 +106,10 @@ class DynamoSglangBackend(BackendBase):
         if placement.kind not in SECTIONS:
             raise ValueError(f"{config.name}: no dynamo.sglang worker for a {placement.kind!r} role")
         prefix, env = sglang.profiling(config, placement.role, ctx.job_dir)
-        system_port = SYSTEM_PORT_BASE + sglang.port_slot(placement)
         env = {
             **discovery_env(config, ctx.host, ctx.discovery_dir),
             "DYN_SYSTEM_HOST": ctx.host,
-            "DYN_SYSTEM_PORT": str(system_port),
+            "DYN_SYSTEM_PORT": "0",
             **env,
         }
         argv = [
@@ -129,8 +125,10 @@ class DynamoSglangBackend(BackendBase):
             argv=tuple(argv),
             env=env,
             files={CONFIG_FILE: render_config(config)},
-            port=system_port,
+            port=0,
             health_path="/health",
+            # dynamo.sglang reserves and publishes its own bootstrap port (module doc)
+            node_ports=sglang.node_ports({}, placement.kind, bootstrap=False),
         )
 
     def router(self, ctx: RouterContext) -> ServerSpec:

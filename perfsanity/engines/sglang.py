@@ -25,11 +25,15 @@ Facts (sglang 0.5.23 / sglang-router 0.3.2 from PyPI, parsed with their own argp
 * With DP attention and no ``--dist-init-addr``, SGLang derives its ZMQ ports from ``--port + 233``
   (``ZMQ_TCP_PORT_DELTA`` in ``server_args.py``), i.e. port 233 when ``--port 0``; multi-node servers
   need ``--dist-init-addr`` anyway. So every worker gets an explicit ``--dist-init-addr``; SGLang also
-  binds the next ~6 ports above it, hence the stride between servers sharing a node.
-* The prefill bootstrap server listens on ``--disaggregation-bootstrap-port`` (default 8998), a fixed
-  port; prefill servers packed on one node need different ones, and the router is told each one as
-  the optional second word of ``--prefill URL [BOOTSTRAP_PORT]`` (``sglang_router/router_args.py``:
-  ``_parse_prefill_urls``).
+  binds the next ~6 ports above it (one more per DP rank), so the role picks the first of
+  :data:`DIST_INIT_PORT_BLOCK` free ports on the server's first node just before the start
+  (``${PERFSANITY_DIST_INIT_PORT}``, ``ServerSpec.node_ports``): never a fixed port, so two jobs on
+  the same nodes do not collide.
+* The prefill bootstrap server listens on ``--disaggregation-bootstrap-port`` (default 8998, fixed);
+  prefill servers on one node, or two jobs on one node, need different ones. The prefill role picks
+  it like the dist-init port (``${PERFSANITY_BOOTSTRAP_PORT}``) unless the config sets it on purpose,
+  and the router is told each one as the optional second word of ``--prefill URL [BOOTSTRAP_PORT]``
+  (``sglang_router/router_args.py``: ``_parse_prefill_urls``), from the rendezvous.
 * Multi-node servers: ``--nnodes``, ``--node-rank``, ``--dist-init-addr host:port``. The node rank is
   the srun task rank of the server's step (one task per node), written as ``${SLURM_PROCID}``, which
   the role expands per task.
@@ -53,7 +57,6 @@ from perfsanity.engines.base import (
     nsys_prefix,
 )
 from perfsanity.spec.config import Config, WorkerConfig
-from perfsanity.spec.topology import Placement, build_topology
 
 #: harness keys (typed in WorkerConfig, named after TensorRT-LLM) -> SGLang server argument names
 RENAMES = {
@@ -67,9 +70,11 @@ HARNESS_OWNED = frozenset(
     {"model_path", "host", "port", "disaggregation_mode", "nnodes", "node_rank", "dist_init_addr"}
 )
 DISAGG_MODE = {"ctx": "prefill", "gen": "decode"}
-BOOTSTRAP_PORT_BASE = 8998  # SGLang's default --disaggregation-bootstrap-port
-DIST_INIT_PORT_BASE = 20000
-DIST_INIT_PORT_STRIDE = 100  # SGLang binds dist-init port + 1..6 (+1 per DP rank on the Rust server)
+#: env vars the role fills with ports free on the server's first node just before it starts
+#: (``ServerSpec.node_ports``), published as ``<ROLE>.<VAR>``
+BOOTSTRAP_PORT_VAR = "PERFSANITY_BOOTSTRAP_PORT"
+DIST_INIT_PORT_VAR = "PERFSANITY_DIST_INIT_PORT"
+DIST_INIT_PORT_BLOCK = 100  # SGLang binds dist-init port + 1..6 (+1 per DP rank on the Rust server)
 NODE_RANK = "${SLURM_PROCID}"
 
 
@@ -119,25 +124,30 @@ def split_generated(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     return generated, {k: v for k, v in options.items() if k not in generated_names}
 
 
-def port_slot(placement: Placement) -> int:
-    """Distinct for servers sharing a node (their GPU offsets differ); 0 for whole-node servers."""
-    return placement.gpu_offset
-
-
-def bootstrap_port(options: dict[str, Any], placement: Placement) -> int:
+def bootstrap_port(options: dict[str, Any]) -> str:
+    """The prefill's bootstrap port: the config's on purpose, else the one its role picks at start."""
     explicit = options.get("disaggregation_bootstrap_port")
-    return int(explicit) if explicit is not None else BOOTSTRAP_PORT_BASE + port_slot(placement)
+    return str(int(explicit)) if explicit is not None else f"${{{BOOTSTRAP_PORT_VAR}}}"
+
+
+def node_ports(options: dict[str, Any], kind: str, *, bootstrap: bool = True) -> dict[str, int]:
+    """``ServerSpec.node_ports`` of a worker: its dist-init block, and a prefill's bootstrap port unless
+    the config sets it (or the engine picks its own: ``bootstrap=False``)."""
+    ports = {DIST_INIT_PORT_VAR: DIST_INIT_PORT_BLOCK}
+    if bootstrap and kind == "ctx" and options.get("disaggregation_bootstrap_port") is None:
+        ports[BOOTSTRAP_PORT_VAR] = 1
+    return ports
 
 
 def dist_init_flags(ctx: WorkerContext) -> list[str]:
-    """``--nnodes/--node-rank`` for multi-node servers and an explicit ``--dist-init-addr``."""
+    """``--nnodes/--node-rank`` for multi-node servers and an explicit ``--dist-init-addr`` whose port the
+    role picks on the first node at start (``${PERFSANITY_DIST_INIT_PORT}``)."""
     placement = ctx.placement
     first_host = ctx.hostnames[0] if ctx.hostnames else ctx.host
     flags: list[str] = []
     if placement.num_nodes > 1:
         flags += ["--nnodes", str(placement.num_nodes), "--node-rank", NODE_RANK]
-    port = DIST_INIT_PORT_BASE + DIST_INIT_PORT_STRIDE * port_slot(placement)
-    flags += ["--dist-init-addr", f"{first_host}:{port}"]
+    flags += ["--dist-init-addr", f"{first_host}:${{{DIST_INIT_PORT_VAR}}}"]
     return flags
 
 
@@ -151,11 +161,14 @@ def profiling(config: Config, role: str, job_dir: Path) -> tuple[list[str], dict
     return prefix, env
 
 
-def prefill_bootstrap_ports(config: Config, roles: list[str]) -> list[int]:
-    """Bootstrap ports of the named context roles, as their workers were given them."""
-    topology = build_topology(config)
+def prefill_bootstrap_ports(config: Config, roles: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Bootstrap ports of the named context roles as the router's argv words, and the router's
+    ``peer_values`` (env var -> ``<ROLE>.PERFSANITY_BOOTSTRAP_PORT``) for the ones picked at start."""
     options = sglang_options(worker_section(config, "ctx"), "worker_config.ctx")
-    return [bootstrap_port(options, topology.role(role)) for role in roles]
+    if options.get("disaggregation_bootstrap_port") is not None:
+        return [bootstrap_port(options)] * len(roles), {}
+    names = {f"{BOOTSTRAP_PORT_VAR}_{role}": f"{role}.{BOOTSTRAP_PORT_VAR}" for role in roles}
+    return [f"${{{var}}}" for var in names], names
 
 
 def match_option(flag: str, options: frozenset[str]) -> tuple[str, list[str]]:
@@ -236,12 +249,13 @@ class SglangBackend(BackendBase):
         if kind in DISAGG_MODE:
             argv += ["--disaggregation-mode", DISAGG_MODE[kind]]
         if kind == "ctx":
-            argv += ["--disaggregation-bootstrap-port", str(bootstrap_port(options, placement))]
+            argv += ["--disaggregation-bootstrap-port", bootstrap_port(options)]
+        ports = node_ports(options, kind)
         options.pop("disaggregation_bootstrap_port", None)
         argv += dist_init_flags(ctx)
         options.setdefault("skip_server_warmup", True)  # see module docstring: warmup polls port 0
         argv += cli_flags(options)
-        return ServerSpec(argv=tuple(argv), env=env, port=0, health_path="/health")
+        return ServerSpec(argv=tuple(argv), env=env, port=0, health_path="/health", node_ports=ports)
 
     def router(self, ctx: RouterContext) -> ServerSpec:
         config = ctx.config
@@ -251,7 +265,7 @@ class SglangBackend(BackendBase):
         if not ctx.ctx or not ctx.gen:
             raise ValueError(f"{config.name}: the router needs prefill and decode server addresses")
         argv = ["python3", "-m", "sglang_router.launch_router", "--pd-disaggregation"]
-        ports = prefill_bootstrap_ports(config, [a.role for a in ctx.ctx])
+        ports, peer_values = prefill_bootstrap_ports(config, [a.role for a in ctx.ctx])
         for address, port in zip(ctx.ctx, ports, strict=True):
             argv += ["--prefill", address.url, str(port)]
         for address in ctx.gen:
@@ -262,7 +276,7 @@ class SglangBackend(BackendBase):
             "--worker-startup-timeout-secs", str(config.timeouts.server_ready),
             "--request-timeout-secs", str(math.ceil(config.benchmark.request_timeout_s)),
         ]
-        return ServerSpec(argv=tuple(argv), port=0, health_path="/health")
+        return ServerSpec(argv=tuple(argv), port=0, health_path="/health", peer_values=peer_values)
 
 
 BACKEND = SglangBackend()

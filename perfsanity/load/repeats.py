@@ -46,7 +46,8 @@ def combine(repeats: Sequence[ConcurrencyResult]) -> ConcurrencyResult:
     for r in repeats[1:]:
         if (r.concurrency, r.client) != (first.concurrency, first.client):
             raise ValueError(f"cannot combine c{r.concurrency}/{r.client} with c{first.concurrency}/{first.client}")
-    fields: dict[str, object] = {"concurrency": first.concurrency, "client": first.client}
+    fields: dict[str, object] = {"concurrency": first.concurrency, "client": first.client,
+                                 "started_at": first.started_at, "ended_at": repeats[-1].ended_at}  # whole window
     for name in _COUNTS:
         fields[name] = _sum([getattr(r, name) for r in repeats])
     for name in SCALAR_METRICS:

@@ -63,6 +63,8 @@ class ConcurrencyResult(BaseModel):
         default=(), description="each repeat (benchmark.repeats > 1); the fields above are then their mean")
     spread: dict[str, float] = Field(
         default={}, description="sample standard deviation across the repeats, per flat metric name")
+    started_at: float | None = Field(default=None, description="Unix time the client started (benchmark window)")
+    ended_at: float | None = Field(default=None, description="Unix time the client ended")
 
     def metric(self, name: str) -> float | None:
         """Value of a flat metric name such as ``ttft_p99`` or ``output_token_throughput``."""

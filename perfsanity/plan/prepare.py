@@ -310,13 +310,33 @@ def check_needed(config: Config, *, direct: bool) -> None:
     in direct mode also the container image and mounts (L0 takes container flags from --srun-args).
     """
     unset = config.unset_placeholders
-    if not get_backend(config.metadata.backend).has_default_model and not config.environment.model_path:
+    backend = get_backend(config.metadata.backend)
+    if not backend.has_default_model and not config.environment.model_path:
         config.require("environment.model_path")
+    if not backend.uses_job_infra:
+        for key, section in (("infra", config.infra), ("frontend", config.frontend)):
+            if not section.is_default:
+                raise ConfigError(config.source, key, f"backend {backend.name} has no job etcd/NATS or frontends "
+                                  "behind nginx; only dynamo-mocker and dynamo-sglang take this section")
+    check_wheels(config)
     if direct:
         if config.container_image is None and "environment.container_image" in unset:
             config.require("environment.container_image")
         if config.container_image and config.container_mounts is None and "environment.container_mount" in unset:
             config.require("environment.container_mount")
+
+
+def check_wheels(config: Config) -> None:
+    """Submit-time check: every ``environment.wheels`` entry is an existing ``.whl`` file."""
+    for i, wheel in enumerate(config.environment.wheels):
+        path = Path(wheel)
+        if path.suffix != ".whl":
+            raise ConfigError(config.source, f"environment.wheels[{i}]", f"bad value {wheel!r}: not a .whl file")
+        if not path.is_absolute():
+            raise ConfigError(config.source, f"environment.wheels[{i}]",
+                              f"bad value {wheel!r}: must be an absolute path (every node installs it)")
+        if not path.is_file():
+            raise ConfigError(config.source, f"environment.wheels[{i}]", f"file not found: {wheel}")
 
 
 @dataclass(frozen=True)

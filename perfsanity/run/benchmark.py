@@ -90,6 +90,7 @@ def run_one(job: Job, run: ClientRun, client_name: str, tag: str = "") -> Concur
     log = job.job_dir / "logs" / f"client-c{run.concurrency}{tag}.log"
     limit = job.config.timeouts.client_per_concurrency
     job.log(f"concurrency {run.concurrency}: {run.num_prompts} requests; {' '.join(argv)}")
+    started_at = time.time()
     with ProcessSet() as procs:
         proc = procs.start(f"{client_name} c{run.concurrency}", argv, env=env, log_path=log, cwd=run.out_dir)
         cpu, busy = TreeCpu(proc.pid), NodeBusy()
@@ -113,7 +114,8 @@ def run_one(job: Job, run: ClientRun, client_name: str, tag: str = "") -> Concur
     tree, busiest = cpu.cores()
     stats = {**result.client_stats, "client_cores": round(tree, 3), "client_busiest_process_cores": round(busiest, 3),
              "node_busy_share": round(busy.share(), 3)}
-    return mark(result.model_copy(update={"client_stats": stats}), node_cores=node_cores())
+    return mark(result.model_copy(update={"client_stats": stats, "started_at": started_at, "ended_at": time.time()}),
+                node_cores=node_cores())
 
 
 def another_repeat_fits(done: int, spent_s: float, budget_s: float, *, pinned: int | None) -> bool:

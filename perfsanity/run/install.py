@@ -14,6 +14,8 @@ from pathlib import Path
 from perfsanity.common.errors import PerfsanityError
 from perfsanity.engines import get_backend
 from perfsanity.load import get_client
+from perfsanity.run.job import resolve_argv
+from perfsanity.run.wheels import install_wheels
 from perfsanity.spec.cluster import cluster_from_env_or_arg
 from perfsanity.spec.config import load_config
 
@@ -39,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for tool in tools_for(config.metadata.backend, config.benchmark.client):
             env = ensure_tool(tool)
             print(f"[install] {tool} {env.version}: {env.python}", flush=True)
+        if config.environment.wheels:
+            backend_tools = get_backend(config.metadata.backend).tools
+            python = resolve_argv(("python3",), backend_tools[0] if backend_tools else None)[0]
+            install_wheels(config, args.job_dir, python)
         if not config.environment.model_path:
             default = get_backend(config.metadata.backend).default_model_path()
             if default is not None:

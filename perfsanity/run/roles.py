@@ -27,11 +27,14 @@ from pathlib import Path
 
 from perfsanity.common.errors import PerfsanityError, RoleFailed, WaitTimeout
 from perfsanity.common.files import write_atomic
-from perfsanity.common.ports import listening_ports
+from perfsanity.common.ports import free_port_block, listening_ports
 from perfsanity.common.processes import ManagedProcess, ProcessSet, TermAsInterrupt
 from perfsanity.common.waits import Deadline, wait_until
 from perfsanity.engines.base import Address, RouterContext, ServerSpec, WorkerContext
 from perfsanity.run.job import Job, job_from_env, model_path, record_start, resolve_argv
+from perfsanity.run.monitors import NodeMonitor, monitored_by
+from perfsanity.run.services import infra_env, start_infra, start_nginx
+from perfsanity.run.wheels import pythonpath
 from perfsanity.spec import envvars
 from perfsanity.spec.config import Config
 from perfsanity.spec.topology import Placement
@@ -81,6 +84,8 @@ def process_env(job: Job, kind: str, spec_env: Mapping[str, str], placement: Pla
         first = placement.gpu_offset
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in range(first, first + placement.gpus_per_node))
     env["PYTHONUNBUFFERED"] = "1"
+    if (path := pythonpath(job.config, job.job_dir, env.get("PYTHONPATH"))) is not None:
+        env["PYTHONPATH"] = path  # environment.wheels, installed for this job (perfsanity.run.wheels)
     return env
 
 
@@ -175,26 +180,36 @@ def failure_headline(exc: BaseException) -> str:
 
 
 def serve(job: Job, spec: ServerSpec, kind: str, placement: Placement | None, *, ready_timeout_s: float,
-          procs: ProcessSet | None = None) -> None:
-    """Start one server, publish its address (rank 0 only), watch it, stop it; report failures.
+          procs: ProcessSet | None = None, copies: int = 1, nginx: bool = False) -> None:
+    """Start a server (``copies`` of it, behind nginx when ``nginx``), publish its address (rank 0
+    only), watch it, stop it; report failures.
 
     ``procs`` may already hold job services this role started (they are watched and stopped too).
+    Ready means every copy answers ``spec.health_path``, and nginx too (whose address is published).
     """
     rdv = job.rendezvous
     procs = procs if procs is not None else ProcessSet()
     try:
         write_spec_files(job, spec)
-        env = process_env(job, kind, {**service_env(job), **spec.env}, placement)
+        env = process_env(job, kind, {**service_env(job), **spec_ports(job, spec), **spec.env}, placement)
         # backends may refer to per-rank values such as ${SLURM_PROCID}; expanded without a shell
         argv = [envvars.expand(a, env) for a in resolve_argv(spec.argv, spec.tool)]
-        log_path = job.job_dir / "logs" / f"{job.role}.server{'' if job.rank == 0 else f'.{job.rank}'}.log"
-        job.log(f"starting: {' '.join(argv)}")
-        proc = procs.start(f"{job.role} server", argv, env=env, log_path=log_path, cwd=job.job_dir)
+        started = []
+        for copy in range(copies):
+            name = f"{job.role} server" if copies == 1 else f"{job.role} frontend {copy}"
+            suffix = ("" if job.rank == 0 else f".{job.rank}") + ("" if copies == 1 else f".{copy}")
+            log_path = job.job_dir / "logs" / f"{job.role}.server{suffix}.log"
+            job.log(f"starting: {' '.join(argv)}")
+            started.append(procs.start(name, argv, env=env, log_path=log_path, cwd=job.job_dir))
         if job.rank == 0:
             t0 = time.monotonic()
-            addr = discover_address(job, proc, spec, timeout_s=ready_timeout_s, what=f"{job.role} server to answer "
-                                    f"{spec.health_path} (log {log_path})")
-            rdv.publish(addr, ready_s=round(time.monotonic() - t0, 3))
+            addrs = [discover_address(job, proc, spec, timeout_s=ready_timeout_s, what=f"{proc.name} to answer "
+                                      f"{spec.health_path} (log {proc.log_path})") for proc in started]
+            addr = addrs[0]
+            if nginx:
+                addr = start_nginx(job, procs, addrs, spec.health_path)
+                job.log(f"nginx at {addr} in front of {', '.join(map(str, addrs))}")
+            rdv.publish(addr, ready_s=round(time.monotonic() - t0, 3), backends=[str(a) for a in addrs])
             job.log(f"ready at {addr} after {time.monotonic() - t0:.1f}s")
             health_url = f"{addr.url}{spec.health_path}"
         else:
@@ -212,17 +227,39 @@ def serve(job: Job, spec: ServerSpec, kind: str, placement: Placement | None, *,
         procs.stop_all(job.config.timeouts.shutdown / 2)
 
 
+def spec_ports(job: Job, spec: ServerSpec) -> dict[str, str]:
+    """Values of ``spec.node_ports`` (chosen by rank 0 on this node, published as ``<ROLE>.<VAR>``,
+    waited for by the other ranks) and of ``spec.peer_values`` (other roles' published ports)."""
+    out = {}
+    timeout_s = job.config.timeouts.server_ready
+    for var, count in spec.node_ports.items():
+        name = f"{job.role}.{var}"
+        if job.rank == 0:
+            out[var] = str(free_port_block(job.host, count))
+            job.rendezvous.publish_value(name, out[var])
+            job.log(f"{var}={out[var]} (ports {out[var]}..{int(out[var]) + count - 1} free on {job.host})")
+        else:
+            out[var] = job.rendezvous.wait_value(name, timeout_s=timeout_s, waiter=job.role)
+    for var, name in spec.peer_values.items():
+        out[var] = job.rendezvous.wait_value(name, timeout_s=timeout_s, waiter=job.role)
+    return out
+
+
 def service_env(job: Job) -> dict[str, str]:
     """Env vars carrying job-service values (``Backend.service_env``), waiting (bounded) for each."""
     out = {}
+    started = job.backend.services(job.host, job.config)
     for name, var in job.backend.service_env.items():
-        out[var] = job.rendezvous.wait_value(name, timeout_s=job.config.timeouts.server_ready, waiter=job.role)
+        if name in started:
+            out[var] = job.rendezvous.wait_value(name, timeout_s=job.config.timeouts.server_ready, waiter=job.role)
+    if job.backend.uses_job_infra:
+        out.update(infra_env(job))  # ETCD_ENDPOINTS / NATS_SERVER per config.infra
     return out
 
 
 def start_services(job: Job, procs: ProcessSet) -> None:
     """Start the backend's job services (``Backend.services``) and publish the first line each prints."""
-    for name, spec in job.backend.services(job.host).items():
+    for name, spec in job.backend.services(job.host, job.config).items():
         argv = [envvars.expand(a, job.environ) for a in resolve_argv(spec.argv, spec.tool)]
         log_path = job.job_dir / "logs" / f"{job.role}.{name}.log"
         job.log(f"starting job service {name}: {' '.join(argv)}")
@@ -250,7 +287,13 @@ def run_worker(job: Job, placement: Placement) -> None:
         discovery_dir=job.discovery_dir,
     )
     spec = job.backend.worker(ctx)
-    serve(job, spec, placement.kind, placement, ready_timeout_s=job.config.timeouts.server_ready)
+    node = monitored_by([(p.role, p.nodes) for p in job.topology.workers], job.role, job.rank)
+    if node is None:  # another worker role monitors this node
+        serve(job, spec, placement.kind, placement, ready_timeout_s=job.config.timeouts.server_ready)
+        return
+    name = job.slurm.node_name if job.slurm and job.slurm.node_name else f"node{node}"
+    with NodeMonitor(job.job_dir / "logs", name):
+        serve(job, spec, placement.kind, placement, ready_timeout_s=job.config.timeouts.server_ready)
 
 
 def worker_roles(job: Job, kind: str) -> list[str]:
@@ -261,7 +304,10 @@ def run_router(job: Job) -> None:
     rdv = job.rendezvous
     workers = [p.role for p in job.topology.workers]
     procs = ProcessSet()
+    uses_infra = job.backend.uses_job_infra
     try:
+        if uses_infra:
+            start_infra(job, procs)  # etcd / NATS first: every Dynamo process needs them at start
         start_services(job, procs)
     except BaseException as exc:
         procs.stop_all()
@@ -290,7 +336,9 @@ def run_router(job: Job) -> None:
         if not isinstance(exc, (KeyboardInterrupt, RoleFailed)):
             rdv.report_failure(job.role, failure_headline(exc))
         raise
-    serve(job, spec, "router", None, ready_timeout_s=job.config.timeouts.router_ready, procs=procs)
+    frontend = job.config.frontend
+    serve(job, spec, "router", None, ready_timeout_s=job.config.timeouts.router_ready, procs=procs,
+          copies=frontend.count if uses_infra else 1, nginx=frontend.nginx and uses_infra)
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:

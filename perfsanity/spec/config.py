@@ -39,6 +39,7 @@ from pydantic import (
 from perfsanity.common.errors import ConfigError
 from perfsanity.spec import upstream
 from perfsanity.spec.envvars import EnvAssignment, parse_env_string, to_string
+from perfsanity.spec.infra import Frontend, Infra
 from perfsanity.spec.loader import read_yaml
 from perfsanity.spec.preflight import Preflight
 
@@ -200,6 +201,8 @@ class Environment(_Strict):
     container_mount: str | None = None
     trtllm_repo: str | None = None
     build_wheel: bool = False
+    #: wheels the per-node install step installs for the job's servers (perfsanity.run.wheels)
+    wheels: tuple[str, ...] = ()
 
     @field_validator(
         "worker_env_var",
@@ -397,6 +400,8 @@ class Config(_Strict):
     profiling: Profiling = Profiling()
     timeouts: Timeouts = Timeouts()
     preflight: Preflight = Preflight()
+    infra: Infra = Infra()  # perfsanity.spec.infra
+    frontend: Frontend = Frontend()
     gate: dict[str, Any] | None = None
     sweep: dict[str, Any] | None = None  # a sweep block (perfsanity.jobs.sweep); ignored when running one job
     cache_transceiver_precheck: dict[str, Any] | None = None  # upstream's precheck settings; accepted, unused

@@ -71,7 +71,12 @@ def router_context(config: Config, job_dir: Path | None = None) -> RouterContext
 
 def render_spec(title: str, spec: ServerSpec) -> str:
     """One ServerSpec as stable text: argv one word per line, env and files sorted."""
-    lines = [f"# {title}", f"port: {spec.port}", f"health_path: {spec.health_path}", f"tool: {spec.tool}", "argv:"]
+    lines = [f"# {title}", f"port: {spec.port}", f"health_path: {spec.health_path}", f"tool: {spec.tool}"]
+    if spec.node_ports:  # ports the role picks at start (ServerSpec.node_ports)
+        lines.append("node_ports: " + " ".join(f"{k}x{n}" for k, n in sorted(spec.node_ports.items())))
+    if spec.peer_values:
+        lines.append("peer_values: " + " ".join(f"{k}={v}" for k, v in sorted(spec.peer_values.items())))
+    lines.append("argv:")
     lines += [f"  {shlex.quote(word)}" for word in spec.argv]
     lines.append("env:")
     lines += [f"  {k}={v}" for k, v in sorted(spec.env.items())]

@@ -68,7 +68,7 @@ def test_client_registry_matches_config_literal():
 def test_protocol_declares_the_capabilities():
     # the members role/install/launch/testcases code relies on; a rename here must be deliberate
     assert set(CAPABILITIES) == {"name", "tools", "ranks_per_gpu", "needs_gpu", "router_needs_worker_addresses",
-                                 "has_default_model", "service_env"}
+                                 "has_default_model", "service_env", "uses_job_infra"}
     for method in METHODS:
         assert callable(getattr(Backend, method)), method
 
@@ -108,9 +108,9 @@ def test_worker_and_router_build_server_specs(name, make_config):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_services_back_every_service_env(name):
+def test_services_back_every_service_env(name, make_config):
     backend = engines.get_backend(name)
-    services = backend.services("127.0.0.2")
+    services = backend.services("127.0.0.2", make_config(name))
     assert conforms(dict(services), Mapping[str, ServerSpec])
     # a role waits for the value of every service named in service_env: one must publish it
     assert set(backend.service_env) <= set(services)
@@ -136,6 +136,7 @@ def test_capabilities_keep_the_old_tables(name, make_config, monkeypatch, tmp_pa
     monkeypatch.setattr(model_assets, "ensure_tiny_model", lambda: tiny)
     assert backend.default_model_path() == (str(tiny) if name == "dynamo-mocker" else None)
     assert backend.has_default_model is (backend.default_model_path() is not None)
+    assert backend.uses_job_infra is name.startswith("dynamo-")  # etcd/NATS/nginx: Dynamo's runtime only
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -177,7 +178,7 @@ def test_a_new_backend_needs_only_worker_and_router(make_config):
     for member, hint in CAPABILITIES.items():
         assert conforms(getattr(backend, member), hint), member
     assert (backend.tools, backend.ranks_per_gpu, backend.needs_gpu, backend.router_needs_worker_addresses,
-            dict(backend.service_env), dict(backend.services("h")), backend.default_model_path()) == \
+            dict(backend.service_env), dict(backend.services("h", make_config())), backend.default_model_path()) == \
         ((), False, True, True, {}, {}, None)
     assert backend.served_model_name(make_config(), "/models/x") == "tiny"
 

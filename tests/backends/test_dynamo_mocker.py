@@ -49,9 +49,15 @@ def test_router_and_event_plane_broker():
     spec = BACKEND.router(router_context(config))
     assert spec.argv == ("python3", "-m", "dynamo.frontend", "--http-host", "10.0.0.1", "--http-port", "0")
     assert spec.env["DYN_SYSTEM_PORT"] == "-1"
-    services = BACKEND.services("127.0.0.1")
+    services = BACKEND.services("127.0.0.1", config)
     assert list(services) == ["zmq_broker"] and BACKEND.service_env == {"zmq_broker": "DYN_ZMQ_BROKER_URL"}
     assert services["zmq_broker"].argv[-1] == "127.0.0.1"
+    # the NATS event plane needs no broker: the job's NATS carries the events
+    nats = load_config(REPO / "test_configs/disagg/perf/mocker-ctx2-gen2-etcd-nats.yaml")
+    assert BACKEND.services("127.0.0.1", nats) == {}
+    env = BACKEND.worker(worker_context(nats, build_topology(nats).role("CTX_0"))).env
+    assert (env["DYN_DISCOVERY_BACKEND"], env["DYN_REQUEST_PLANE"], env["DYN_EVENT_PLANE"]) == ("etcd", "nats", "nats")
+    assert "DYN_FILE_KV" not in env and "DYN_EVENT_PLANE_HOST" not in env
 
 
 @pytest.mark.parametrize("config_path", MOCKER_CONFIGS, ids=lambda p: p.stem)

@@ -23,7 +23,8 @@ from backendtest_support import GOLDEN_DIR, REPO, router_context, worker_context
 
 from perfsanity.common.errors import ConfigError
 from perfsanity.engines import facts, get_backend, tooling
-from perfsanity.engines.sglang import DISAGG_MODE, NODE_RANK
+from perfsanity.engines.sglang import BOOTSTRAP_PORT_VAR, DISAGG_MODE, DIST_INIT_PORT_VAR, NODE_RANK
+from perfsanity.spec import envvars
 from perfsanity.spec.config import Config, load_config
 from perfsanity.spec.topology import build_topology
 
@@ -82,8 +83,15 @@ def write_files(job_dir: Path, files: dict[str, str]) -> None:
         path.write_text(content)
 
 
+#: what the roles put in the ``${...}`` words at start (node ports the role picks, the node rank)
+ROLE_VALUES = {"SLURM_PROCID": ROLE_RANK, DIST_INIT_PORT_VAR: "41000", BOOTSTRAP_PORT_VAR: "42000",
+               **{f"{BOOTSTRAP_PORT_VAR}_CTX_{i}": str(42000 + i) for i in range(8)}}
+
+
 def args_after(argv: tuple[str, ...], word: str) -> list[str]:
-    return [ROLE_RANK if a == NODE_RANK else a for a in argv[argv.index(word) + 1:]]
+    """The argv after ``word`` as the role runs it (``${VAR}`` expanded as the role does)."""
+    assert NODE_RANK.strip("${}") in ROLE_VALUES
+    return [envvars.expand(a, ROLE_VALUES) for a in argv[argv.index(word) + 1:]]
 
 
 def assert_parsed(result: dict, what: str) -> None:
@@ -110,11 +118,11 @@ def check_sglang_config(config: Config, tmp_path: Path) -> None:
         assert parsed["port"] == 0 and parsed["skip_server_warmup"] is True
         assert parsed["disaggregation_mode"] == DISAGG_MODE[placement.kind]
         assert parsed["tp_size"] == getattr(config.worker_config, placement.kind).tensor_parallel_size
-        assert parsed["dist_init_addr"].endswith((":20000", ":20100", ":20200", ":20300"))
+        assert parsed["dist_init_addr"].endswith(":41000")  # the port the role picked
         if placement.num_nodes > 1:
             assert (parsed["nnodes"], parsed["node_rank"]) == (placement.num_nodes, int(ROLE_RANK))
         if placement.kind == "ctx":
-            assert parsed["disaggregation_bootstrap_port"] >= 8998
+            assert parsed["disaggregation_bootstrap_port"] == 42000
 
 
 def test_sglang_worker_plain_config_parses(make_config, tmp_path):
@@ -147,7 +155,10 @@ def test_sglang_router_parses(tmp_path):
     assert parsed["pd_disaggregation"] is True
     workers = {p.role: p for p in build_topology(config).workers}
     assert [u for u, _ in parsed["prefill_urls"]] == [a.url for a in rctx.ctx]
-    assert [port for _, port in parsed["prefill_urls"]] == [8998 + workers[a.role].gpu_offset for a in rctx.ctx]
+    assert set(workers) >= {a.role for a in rctx.ctx}
+    # each prefill's bootstrap port, as that role published it
+    assert [port for _, port in parsed["prefill_urls"]] == [int(ROLE_VALUES[f"{BOOTSTRAP_PORT_VAR}_{a.role}"])
+                                                            for a in rctx.ctx]
     assert parsed["decode_urls"] == [a.url for a in rctx.gen]
     assert (parsed["host"], parsed["port"]) == (rctx.host, 0)
     assert parsed["worker_startup_timeout_secs"] == config.timeouts.server_ready
@@ -226,8 +237,9 @@ def test_golden_accepted(path, tmp_path):
     if module == "dynamo.sglang":
         # its flags come with the YAML section file: parse the rendered specs with their files
         # (tests/backends/test_golden.py pins this golden to exactly that rendering)
-        assert path.parent.name == QWEN_DYNAMO.stem, f"{path}: no dynamo config for this golden"
-        check_dynamo_config(load_config(QWEN_DYNAMO), tmp_path)
+        config_path = REPO / "test_configs/disagg/perf" / f"{path.parent.name}.yaml"
+        assert config_path.is_file(), f"{path}: no dynamo config for this golden"
+        check_dynamo_config(load_config(config_path), tmp_path)
         return
     if module is not None:
         (result,) = run_checks([{"check": module, "args": args_after(tuple(argv), module)}])

@@ -97,24 +97,26 @@ def test_skip_warmup_not_duplicated(make_config):
     assert _worker(sb.BACKEND, config, "GEN_0").argv.count("--skip-server-warmup") == 1
 
 
-def test_packed_prefill_servers_get_distinct_ports_and_router_matches(make_config):
-    # four 1-GPU prefill servers share one 4-GPU node with the decode server's node full
+def test_packed_prefill_servers_get_ports_picked_at_start_and_router_matches(make_config):
+    # four 1-GPU prefill servers share one 4-GPU node with the decode server's node full: no port is
+    # fixed in their argv; each role picks its own at start and the router reads them from the rendezvous
     config = make_config("sglang", hardware={"num_ctx_servers": 4, "num_gen_servers": 1},
                          worker_config={"gen": {"tensor_parallel_size": 4}})
     topo = build_topology(config)
     ctx_roles = [p for p in topo.of_kind("ctx")]
     assert {p.nodes for p in ctx_roles} == {(1,)}
-    bootstrap, dist = [], []
     for p in ctx_roles:
-        argv = _worker(sb.BACKEND, config, p.role).argv
-        bootstrap.append(int(_after(argv, "--disaggregation-bootstrap-port")[0]))
-        dist.append(_after(argv, "--dist-init-addr")[0])
-    assert bootstrap == [8998, 8999, 9000, 9001]
-    assert dist == ["10.0.0.2:20000", "10.0.0.2:20100", "10.0.0.2:20200", "10.0.0.2:20300"]
-    router = sb.BACKEND.router(router_context(config)).argv
-    prefill = [router[i + 1: i + 3] for i, a in enumerate(router) if a == "--prefill"]
-    assert prefill == [("http://10.0.0.2:8001", "8998"), ("http://10.0.0.2:8002", "8999"),
-                       ("http://10.0.0.2:8003", "9000"), ("http://10.0.0.2:8004", "9001")]
+        spec = _worker(sb.BACKEND, config, p.role)
+        assert _after(spec.argv, "--disaggregation-bootstrap-port") == ("${PERFSANITY_BOOTSTRAP_PORT}",)
+        assert _after(spec.argv, "--dist-init-addr") == ("10.0.0.2:${PERFSANITY_DIST_INIT_PORT}",)
+        assert spec.node_ports == {"PERFSANITY_DIST_INIT_PORT": sb.DIST_INIT_PORT_BLOCK,
+                                   "PERFSANITY_BOOTSTRAP_PORT": 1}
+    assert _worker(sb.BACKEND, config, "GEN_0").node_ports == {"PERFSANITY_DIST_INIT_PORT": sb.DIST_INIT_PORT_BLOCK}
+    router = sb.BACKEND.router(router_context(config))
+    prefill = [router.argv[i + 1: i + 3] for i, a in enumerate(router.argv) if a == "--prefill"]
+    assert prefill == [(f"http://10.0.0.2:800{i + 1}", f"${{PERFSANITY_BOOTSTRAP_PORT_CTX_{i}}}") for i in range(4)]
+    assert router.peer_values == {f"PERFSANITY_BOOTSTRAP_PORT_CTX_{i}": f"CTX_{i}.PERFSANITY_BOOTSTRAP_PORT"
+                                  for i in range(4)}
 
 
 def test_explicit_bootstrap_port_used_by_worker_and_router(make_config):
@@ -122,8 +124,10 @@ def test_explicit_bootstrap_port_used_by_worker_and_router(make_config):
     argv = _worker(sb.BACKEND, config, "CTX_0").argv
     assert argv.count("--disaggregation-bootstrap-port") == 1
     assert _after(argv, "--disaggregation-bootstrap-port") == ("9100",)
-    router = sb.BACKEND.router(router_context(config)).argv
-    assert _after(router, "--prefill", 2) == ("http://10.0.0.1:8001", "9100")
+    router = sb.BACKEND.router(router_context(config))
+    assert _after(router.argv, "--prefill", 2) == ("http://10.0.0.1:8001", "9100")
+    assert router.peer_values == {}  # set on purpose: nothing to wait for
+    assert "PERFSANITY_BOOTSTRAP_PORT" not in _worker(sb.BACKEND, config, "CTX_0").node_ports
 
 
 def test_multi_node_server(make_config):
@@ -132,7 +136,7 @@ def test_multi_node_server(make_config):
     assert placement.nodes == (0, 1)
     argv = sb.BACKEND.worker(worker_context(config, placement)).argv
     assert _after(argv, "--nnodes", 3) == ("2", "--node-rank", "${SLURM_PROCID}")
-    assert _after(argv, "--dist-init-addr") == ("10.0.0.1:20000",)
+    assert _after(argv, "--dist-init-addr") == ("10.0.0.1:${PERFSANITY_DIST_INIT_PORT}",)
     assert "--nnodes" not in _worker(sb.BACKEND, config, "CTX_0").argv
 
 
@@ -141,7 +145,7 @@ def test_router_argv(make_config):
     spec = sb.BACKEND.router(router_context(config))
     assert spec.argv == (
         "python3", "-m", "sglang_router.launch_router", "--pd-disaggregation",
-        "--prefill", "http://10.0.0.1:8001", "8999",  # CTX_0 shares node 0 at GPU offset 1
+        "--prefill", "http://10.0.0.1:8001", "${PERFSANITY_BOOTSTRAP_PORT_CTX_0}",  # CTX_0's, picked at its start
         "--decode", "http://10.0.0.1:8101",
         "--host", "10.0.0.1", "--port", "0",
         "--worker-startup-timeout-secs", "900", "--request-timeout-secs", "30",
@@ -204,7 +208,8 @@ def test_dynamo_worker_argv_and_env(make_config):
     spec = _worker(db.BACKEND, config, "GEN_0")
     assert spec.argv == ("python3", "-m", "dynamo.sglang", "--model-path", "/models/tiny",
                          "--disagg-config", "/jobs/unit/engine/sglang_config.yaml", "--disagg-config-key", "decode",
-                         "--dist-init-addr", "10.0.0.1:20000", "--tp-size", "1")
+                         "--dist-init-addr", "10.0.0.1:${PERFSANITY_DIST_INIT_PORT}", "--tp-size", "1")
+    assert spec.node_ports == {"PERFSANITY_DIST_INIT_PORT": sb.DIST_INIT_PORT_BLOCK}  # bootstrap: dynamo's own
     assert spec.env == {
         "DYN_DISCOVERY_BACKEND": "file",
         "DYN_FILE_KV": "/jobs/unit/discovery",
@@ -214,14 +219,15 @@ def test_dynamo_worker_argv_and_env(make_config):
         "DYN_TCP_RESPONSE_STREAM_HOST": "10.0.0.1",
         "DYN_EVENT_PLANE_HOST": "10.0.0.1",
         "DYN_SYSTEM_HOST": "10.0.0.1",
-        "DYN_SYSTEM_PORT": "8081",
+        "DYN_SYSTEM_PORT": "0",
     }
-    assert spec.port == 8081 and spec.health_path == "/health"
-    # CTX_0 shares node 0 at GPU offset 1: its system port must differ
+    assert spec.port == 0 and spec.health_path == "/health"
+    # CTX_0 shares node 0: OS-assigned system port and a dist-init port of its own, picked at start
     ctx = _worker(db.BACKEND, config, "CTX_0")
-    assert ctx.env["DYN_SYSTEM_PORT"] == "8082" and ctx.port == 8082
+    assert ctx.env["DYN_SYSTEM_PORT"] == "0" and ctx.port == 0
     assert _after(ctx.argv, "--disagg-config-key") == ("prefill",)
-    assert _after(ctx.argv, "--dist-init-addr") == ("10.0.0.1:20100",)
+    assert _after(ctx.argv, "--dist-init-addr") == ("10.0.0.1:${PERFSANITY_DIST_INIT_PORT}",)
+    assert "--disaggregation-bootstrap-port" not in ctx.argv and ctx.node_ports == spec.node_ports
 
 
 def test_dynamo_frontend(make_config):
@@ -242,3 +248,27 @@ def test_dynamo_needs_discovery_dir_and_disagg(make_config):
     aggr = make_config("dynamo-sglang", kind="aggr")
     with pytest.raises(ValueError, match="disaggregated configs only"):
         _worker(db.BACKEND, aggr, "SERVER_0")
+
+
+def test_dynamo_sglang_runs_the_runtime_env_the_mocker_e2e_runs():
+    # the GPU config and the CPU stand-in config with the same infra give every Dynamo process the
+    # same discovery / plane / host env (the mocker adds only its offline and status-server settings)
+    from backendtest_support import REPO
+
+    from perfsanity.engines import dynamo_mocker as mb
+    from perfsanity.spec.config import load_config
+
+    gpu = load_config(REPO / "test_configs/disagg/perf/gb200-qwen3-235b-fp8_1k1k_dynamo-sglang_1p1d_etcd-nats.yaml")
+    cpu = load_config(REPO / "test_configs/disagg/perf/mocker-ctx2-gen2-etcd-nats.yaml")
+    assert gpu.infra == cpu.infra and gpu.frontend == cpu.frontend
+    mocker_only = {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DYN_SDK_DISABLE_ANSI_LOGGING",
+                   "DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS", "DYN_SYSTEM_HOST", "DYN_SYSTEM_PORT"}
+    for role in ("CTX_0", "GEN_0"):
+        g = _worker(db.BACKEND, gpu, role).env
+        c = _worker(mb.BACKEND, cpu, role).env
+        assert {k: v for k, v in c.items() if k not in mocker_only} == \
+            {k: v for k, v in g.items() if k not in mocker_only}
+        assert g["DYN_DISCOVERY_BACKEND"] == "etcd" and "DYN_FILE_KV" not in g
+    g_fe, c_fe = db.BACKEND.router(router_context(gpu)).env, mb.BACKEND.router(router_context(cpu)).env
+    assert {k: v for k, v in c_fe.items() if k not in mocker_only} == \
+        {k: v for k, v in g_fe.items() if k not in mocker_only}

@@ -235,6 +235,22 @@ def wait_for(predicate, timeout_s: float, what: str, poll_s: float = 0.5):  # no
         time.sleep(poll_s)
 
 
+def wait_first_result(job_dir: Path, job_id: str, timeout_s: float) -> dict:
+    """results.json once it holds its first concurrency; fails at once if the job ended before that."""
+
+    def first_result() -> dict | None:
+        data = read_json(job_dir / "results.json")
+        if data and data.get("results"):
+            return data
+        info = jobs.job_state(job_id)
+        if info.finished:
+            pytest.fail(f"job {job_id} ended {info.state} before its first concurrency finished", pytrace=False)
+        return None
+
+    return wait_for(first_result, timeout_s=timeout_s, what=f"job {job_id}: first concurrency in results.json",
+                    poll_s=0.3)
+
+
 def read_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text())

@@ -157,17 +157,7 @@ def test_scancel_mid_benchmark_keeps_results_and_stops_servers(cluster, s, tmp_p
         assert proc.returncode == 0, proc.stdout + proc.stderr
         job_id = s.job_id_of(job_dir)
 
-        def first_result() -> dict | None:
-            data = s.read_json(job_dir / "results.json")
-            if data and data.get("results"):
-                return data
-            info = jobs.job_state(job_id)
-            if info.finished:
-                pytest.fail(f"job {job_id} ended {info.state} before its first concurrency finished", pytrace=False)
-            return None
-
-        before = s.wait_for(first_result, timeout_s=180, what=f"job {job_id}: first concurrency in results.json",
-                            poll_s=0.3)
+        before = s.wait_first_result(job_dir, job_id, timeout_s=180)
         assert jobs.job_state(job_id).state == "RUNNING"
         assert not (job_dir / "rendezvous" / "benchmark.status").exists(), "benchmark already over: not mid-run"
         servers = [p for p in s.job_processes(str(job_dir)) if "dynamo." in p]

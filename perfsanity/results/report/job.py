@@ -4,6 +4,7 @@ from ``templates/job.html.j2`` (this module gathers the data; the template holds
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from perfsanity.plan.jobmeta import JOB_META_FILE, JobMeta
 from perfsanity.results.gate import GateConfig, GateReport, Verdict
 from perfsanity.results.history import HistoryStore
 from perfsanity.results.report.html import fmt, gate_verdicts, render
+from perfsanity.run.monitors import read_cpu_csv, read_gpu_csv
+
+#: (node, [(time, a %, b %)]) as the monitors logged it
+Series = tuple[str, Sequence[tuple[float, float, float]]]
 
 RESULTS_FILE = "results.json"
 GATE_FILE = "gate.json"
@@ -57,6 +62,9 @@ def render_job_report(
     history: HistoryStore | None = None,
     gate_config: GateConfig | None = None,
     generated_at: datetime | None = None,
+    node_series: Sequence[Series] = (),
+    gpu_series: Sequence[Series] = (),
+    gpu_notes: Sequence[str] = (),
 ) -> str:
     from perfsanity.results.report import plots  # matplotlib: only when rendering
     from perfsanity.results.report.trend import keys_summary, trend_panel
@@ -78,6 +86,14 @@ def render_job_report(
     png = plots.latency_vs_throughput(run.results)
     if png:
         figs.append((png, "latency vs throughput"))
+    windows = [(r.concurrency, r.started_at, r.ended_at) for r in results if r.started_at and r.ended_at]
+    png = plots.node_usage(node_series, windows, title="worker nodes: CPU and memory, benchmark windows shaded")
+    if png:
+        figs.append((png, "worker nodes: CPU and memory during the benchmark"))
+    png = plots.node_usage(gpu_series, windows, title="worker GPUs: utilisation and memory, benchmark windows shaded",
+                           labels=("GPU util %", "GPU memory %"))
+    if png:
+        figs.append((png, "worker GPUs: utilisation and memory during the benchmark"))
 
     trends = None
     config = gate_config or GateConfig()
@@ -111,10 +127,27 @@ def render_job_report(
         + ["runs", "validity"],
         result_rows=result_rows,
         plots=figs,
+        gpu_notes=gpu_notes,
         trends=trends,
         lookback_days=config.lookback_days,
         history_url=history.masked_url if history is not None else "",
     )
+
+
+def read_monitors(logs: Path) -> tuple[list[Series], list[Series], list[str]]:
+    """The per-node monitor logs (:mod:`perfsanity.run.monitors`): CPU/memory series by node, GPU series
+    by node, and a line per node on its GPU log (samples, or the node's reason for having none)."""
+    series = [(p.name.removesuffix(".cpu.csv"), read_cpu_csv(p)) for p in sorted(logs.glob("*.cpu.csv"))]
+    gpus, notes = [], []
+    for node, _ in series:
+        gpu, note = logs / f"{node}.gpu.csv", logs / f"{node}.gpu.txt"
+        if gpu.is_file():
+            rows = read_gpu_csv(gpu)
+            gpus.append((node, rows))
+            notes.append(f"{node}: GPU log {gpu.name}, {len(rows)} samples")
+        elif note.is_file():
+            notes.append(f"{node}: {note.read_text().strip()}")
+    return series, gpus, notes
 
 
 def write_job_report(
@@ -132,7 +165,9 @@ def write_job_report(
     gate = GateReport.read(job_dir / GATE_FILE) if (job_dir / GATE_FILE).exists() else None
     if gate_config is None and meta is not None and meta.gate is not None:
         gate_config = GateConfig.from_section(meta.gate, file=str(job_dir / JOB_META_FILE))
-    text = render_job_report(run, gate=gate, meta=meta, history=history, gate_config=gate_config)
+    series, gpus, notes = read_monitors(job_dir / "logs")
+    text = render_job_report(run, gate=gate, meta=meta, history=history, gate_config=gate_config,
+                             node_series=series, gpu_series=gpus, gpu_notes=notes)
     out = out or job_dir / REPORT_FILE
     write_atomic(out, text)
     return out

@@ -169,3 +169,34 @@ def trend(
     if handles:
         ax.legend(fontsize=8, loc="best")
     return _png(fig)
+
+
+def node_usage(series: Sequence[tuple[str, Sequence[tuple[float, float, float]]]],
+               windows: Sequence[tuple[int, float, float]], title: str = "",
+               labels: tuple[str, str] = ("CPU %", "memory %")) -> bytes | None:
+    """Two percentages of each monitored node over the job (CPU/memory from ``<node>.cpu.csv``, or GPU
+    utilisation/memory from ``<node>.gpu.csv``), the benchmark window of each concurrency shaded."""
+    series = [(node, rows) for node, rows in series if rows]
+    if not series:
+        return None
+    t0 = min(rows[0][0] for _, rows in series)
+    fig = _new(7.2, 4.2)
+    cpu, mem = fig.subplots(2, 1, sharex=True)
+    for i, (node, rows) in enumerate(series):
+        color = LINE_COLORS[i % len(LINE_COLORS)]
+        xs = [r[0] - t0 for r in rows]
+        cpu.plot(xs, [r[1] for r in rows], color=color, label=plain(node))
+        mem.plot(xs, [r[2] for r in rows], color=color)
+    for concurrency, start, end in windows:
+        for ax in (cpu, mem):
+            ax.axvspan(start - t0, end - t0, color=NEUTRAL, alpha=0.12, linewidth=0)
+            ax.axvline(start - t0, color=NEUTRAL, linewidth=0.6)
+        cpu.text((start + end) / 2 - t0, 1.0, f"c{concurrency}", transform=cpu.get_xaxis_transform(),
+                 ha="center", va="bottom", fontsize=8, color=NEUTRAL)
+    cpu.set_ylabel(labels[0])
+    mem.set_ylabel(labels[1])
+    mem.set_xlabel("seconds since the first sample")
+    cpu.legend(fontsize=8, loc="upper left")
+    if title:
+        fig.suptitle(plain(title))
+    return _png(fig)
