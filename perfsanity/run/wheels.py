@@ -57,7 +57,7 @@ def install_wheels(config: Config, job_dir: Path, python: str) -> Path | None:
                     return site
             except (OSError, ValueError):
                 pass
-            argv = [python, "-m", "pip", "install", "--no-deps", "--no-input", "--disable-pip-version-check",
+            argv = [_pip_python(python), "-m", "pip", "install", "--no-deps", "--no-input", "--disable-pip-version-check",
                     "--upgrade", "--target", str(site), *wheels]
             print(f"[install] wheels: {' '.join(argv)} (log {log})", flush=True)
             with log.open("ab") as out:
@@ -81,3 +81,18 @@ def pythonpath(config: Config, job_dir: Path, current: str | None) -> str | None
     if not config.environment.wheels:
         return current
     return str(site_dir(job_dir)) + (f":{current}" if current else "")
+
+
+def _pip_python(python: str) -> str:
+    """``python``, or its base interpreter when it has no pip (venvs made by uv have none). Either way
+    pip only writes into ``--target`` (the job's own wheels dir), never into an interpreter."""
+    try:
+        probe = subprocess.run([python, "-m", "pip", "--version"], capture_output=True,  # noqa: S603
+                               timeout=60, check=False)
+        if probe.returncode == 0:
+            return python
+        base = subprocess.run([python, "-c", "import sys; print(sys._base_executable)"],  # noqa: S603
+                              capture_output=True, text=True, timeout=60, check=False).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return python
+    return base or python

@@ -98,7 +98,9 @@ def test_killed_benchmark_still_yields_gate_and_junit_from_the_submit_side(clust
         gate = json.loads((job_dir / "gate.json").read_text())
         assert {v["concurrency"] for v in gate["verdicts"]} == {1}, gate
         cases = _cases(job_dir)
-        assert cases["c1.output_token_throughput"].is_passed, cases["c1.output_token_throughput"].result
+        # gated, or marked CLIENT_SATURATED when the shared node was too busy to measure (load/validity)
+        c1 = cases["c1.output_token_throughput"]
+        assert c1.is_passed or any("CLIENT_SATURATED" in (r.message or "") for r in c1.result), c1.result
         assert {"c1.ttft_median", "c1.itl_median"} <= set(cases)
         assert not any(name.startswith("c2.") for name in cases), sorted(cases)
         failures = _failures(job_dir)
@@ -144,7 +146,9 @@ def test_compute_nodes_need_no_history_database(cluster, s, tmp_path):
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"job {job_id}: COMPLETED" in done.stdout and "recorded 1 record(s)" in done.stdout
         recs = _records(db, "slurm-sweep-base")
-        assert [r.keys.concurrency for r in recs] == [1] and recs[0].valid
+        # valid, or invalid only because the shared node was too busy to measure (load/validity)
+        assert [r.keys.concurrency for r in recs] == [1]
+        assert recs[0].valid or "client_saturated" in repr(recs[0]).lower(), recs[0]
         assert not _failures(job_dir) and "c1.output_token_throughput" in _cases(job_dir)
     finally:
         s.cancel_quietly(job_id)
