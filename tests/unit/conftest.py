@@ -124,14 +124,16 @@ fi
 """
 STUB_SRUN = """#!/bin/bash
 # stub srun: record argv (one [arg] each) and the role; fail (exit 3) for the role in $STUB_FAIL_ROLE
-{ printf 'srun'; printf ' [%s]' "$@"; printf ' role=%s\\n' "${DISAGG_SERVING_TYPE:-}"; } >> "$STUB_LOG"
+line=srun; for a in "$@"; do line+=" [$a]"; done  # one write per call: steps start together
+printf '%s role=%s\\n' "$line" "${DISAGG_SERVING_TYPE:-}" >> "$STUB_LOG"
 """ + STUB_PREFLIGHT + """role=${DISAGG_SERVING_TYPE:-install}
 [[ -n ${STUB_FAIL_ROLE:-} && $role == "$STUB_FAIL_ROLE" ]] && exit 3
 exit 0
 """
 STUB_SCONTROL = """#!/bin/bash
 # stub scontrol: `scontrol show hostnames LIST` prints node0..node63
-{ printf 'scontrol'; printf ' [%s]' "$@"; printf '\\n'; } >> "$STUB_LOG"
+line=scontrol; for a in "$@"; do line+=" [$a]"; done
+printf '%s\\n' "$line" >> "$STUB_LOG"
 if [[ ${1:-} == show && ${2:-} == hostnames ]]; then
     for i in $(seq 0 63); do echo "node$i"; done
 fi
@@ -139,7 +141,8 @@ exit 0
 """
 STUB_PYTHON = """#!/bin/bash
 # stub python3 (triage on failure paths): record argv only
-{ printf 'python3'; printf ' [%s]' "$@"; printf '\\n'; } >> "$STUB_LOG"
+line=python3; for a in "$@"; do line+=" [$a]"; done
+printf '%s\\n' "$line" >> "$STUB_LOG"
 exit 0
 """
 
