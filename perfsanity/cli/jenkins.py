@@ -15,7 +15,7 @@ from pathlib import Path
 
 from perfsanity.common.errors import PerfsanityError
 from perfsanity.plan.launch import DRAFT_LAUNCH, INSTALL_SH, REPO_ROOT, RUN_SH, default_srun_args, render_prefix
-from perfsanity.plan.prepare import CONFIGS_ROOT, find_config, locate_l0_config, prepare_direct
+from perfsanity.plan.prepare import CONFIGS_ROOT, find_config, l0_defaults, locate_l0_config, prepare_direct
 from perfsanity.spec.testlist import parse_test_id
 
 TRACK_MARGIN_S = 600
@@ -34,8 +34,11 @@ def write_inputs(ws: Path, test_id: str, *, partition: str | None, account: str 
     given = {"slurm.partition": partition, "slurm.account": account,
              "slurm.container_image": container_image, "slurm.container_mounts": container_mounts}
     overrides = {k: v for k, v in given.items() if v}
-    plan = prepare_direct(config_path, ws / "plan", cluster=cluster_from_env_or_arg(cluster), mode=sel.mode,
-                          overrides=overrides or None)
+    defaults = cluster_from_env_or_arg(cluster)
+    plan = prepare_direct(config_path, ws / "plan", cluster=defaults, mode=sel.mode, overrides=overrides or None)
+    if l0 := l0_defaults(plan.config):  # sized as the L0 plan will be (upstream's node rule unless pack: true)
+        plan = prepare_direct(config_path, ws / "plan", cluster=defaults, mode=sel.mode,
+                              overrides={**overrides, **l0})
     files = {
         "test_list": ws / "test_list.txt",
         "script_prefix": ws / "script_prefix.sh",

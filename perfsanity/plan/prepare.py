@@ -408,9 +408,7 @@ def _l0_effective(case: L0Case, sel: TestSelection, entry: TestEntry, cluster: C
     if sel.mode:
         raw = apply_overrides(raw, {"benchmark.mode": sel.mode}, source=source)
     config = config_from_dict(raw, name=name, kind=kind, source=source, cluster=cluster)
-    sets: dict[str, object] = {}
-    if config.hardware.pack is None:
-        sets["hardware.pack"] = False  # upstream's node arithmetic
+    sets: dict[str, object] = dict(l0_defaults(config))
     if entry.timeout_s is not None:
         if entry.timeout_s > MAX_TIMEOUT_S:
             raise ConfigError(entry.source, "TIMEOUT", f"{entry.timeout_min} minutes exceeds the longest bound, "
@@ -436,6 +434,11 @@ def _l0_effective(case: L0Case, sel: TestSelection, entry: TestEntry, cluster: C
         except ConfigError:
             roles_view = None
     return config, raw, roles_view
+
+
+def l0_defaults(config: Config) -> dict[str, object]:
+    """What L0 mode sets where the config leaves it unset: upstream's node arithmetic (no packing)."""
+    return {"hardware.pack": False} if config.hardware.pack is None else {}
 
 
 def _value_at(data: object, dotted: str) -> object:

@@ -218,6 +218,32 @@ def test_l0_packs_only_with_pack_true(tmp_path: Path, h) -> None:
     assert got["small-packed"][0] == "1" and "node rule: packed" in got["small-packed"][1]
 
 
+def test_jenkins_prefix_is_sized_as_the_l0_plan(tmp_path: Path, h) -> None:
+    """Our Jenkins path renders the #SBATCH prefix before the L0 submit: a config that leaves
+    ``hardware.pack`` unset gets upstream's node rule in both (2 nodes), not the packed rule (1)."""
+    import subprocess
+    import sys
+
+    src = read_yaml(DISAGG[0])  # b200: gpn 8
+    for role in ("ctx", "gen"):
+        src["worker_config"][role]["tensor_parallel_size"] = 1
+        src["worker_config"][role]["moe_expert_parallel_size"] = 1
+    src["hardware"].pop("pack", None)
+    folder = tmp_path / "cfgs"
+    folder.mkdir()
+    (folder / "small.yaml").write_text(yaml.safe_dump(src))
+    ws = tmp_path / "ws"
+    res = subprocess.run([sys.executable, "-m", "perfsanity.cli.jenkins", "--stage", "validate",
+                          "--test", "disagg_upload-e2e-small", "--workspace", str(ws),
+                          "--cluster", str(REPO / "test_configs/clusters/example-gb200.yaml")],
+                         env=h.cli_env(DISAGG_CONFIG_FOLDER=str(folder)), cwd=REPO, capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "#SBATCH --nodes=2\n" in (ws / "script_prefix.sh").read_text()
+    launch = (ws / "launch.sh").read_text()
+    assert exports(launch)["totalNodes"] == "2" and "#SBATCH --nodes=2\n" in launch
+
+
 def test_direct_mode_keeps_packing(tmp_path: Path, h) -> None:
     cluster = REPO / "test_configs/clusters/example-gb200.yaml"
     res = h.run_submit(["--config", DISAGG[0], "--cluster", cluster, "--out", tmp_path / "o", "--dry-run"])
