@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from perfsanity.engines import zmq_broker
+from perfsanity.engines import facts, zmq_broker
 from perfsanity.engines.base import BackendBase, RouterContext, ServerSpec, WorkerContext, cli_flags
 from perfsanity.engines.dynamo_runtime import runtime_env
 from perfsanity.spec.config import Config
@@ -29,6 +29,40 @@ from perfsanity.spec.infra import Infra
 _HARNESS_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "context_parallel_size",
                  "moe_expert_parallel_size", "enable_attention_dp")
 _MODE = {"ctx": "prefill", "gen": "decode", "server": "agg"}
+#: flags the backend writes itself (a worker section must not set them)
+_OWN_FLAGS = ("--model-path", "--model-name", "--disaggregation-mode")
+
+
+def check_mocker_keys(config: Config, source: str | None) -> None:
+    """Every engine key of every worker section, as the flag ``dynamo.mocker`` gets, against its parser's
+    option strings for the ai-dynamo release (``perfsanity/engines/facts/dynamo_mocker.json``); one
+    ConfigError naming key, engine and release."""
+    data = facts.load("dynamo_mocker")
+    releases = data["releases"]
+    name = facts.select_release(config, releases, data["default_release"], engine="dynamo.mocker", source=source)
+    options = frozenset(releases[name]["options"])
+    skip = facts.unchecked(config)
+    problems: list[facts.Problem] = []
+    for kind in ("ctx", "gen", "server"):
+        section = getattr(config.worker_config, kind, None)
+        if section is None:
+            continue
+        for key in section.engine_options():
+            if key in _HARNESS_KEYS or key in skip:
+                continue
+            flag = "--" + key.replace("_", "-")
+            how, matches = facts.match_option(flag, options)
+            where = f"worker_config.{kind}.{key}"
+            if how in ("exact", "prefix") and matches[0] in _OWN_FLAGS:
+                problems.append(facts.Problem(where, f"{matches[0]} is set by perfsanity (metadata.model_name, "
+                                              "environment.model_path and the role's mode)"))
+            elif how == "ambiguous":
+                problems.append(facts.Problem(where, f"{flag} is ambiguous in dynamo.mocker {name} (could match "
+                                              f"{', '.join(matches)})"))
+            elif how == "unknown":
+                problems.append(facts.Problem(where, f"{flag} is not an option of dynamo.mocker {name}"
+                                              + facts.suggestion(key, [o[2:].replace("-", "_") for o in options])))
+    facts.raise_problems(problems, source, engine="dynamo.mocker", release=name, facts="dynamo_mocker.json")
 
 
 def dynamo_env(infra: Infra, host: str, discovery_dir: str) -> dict[str, str]:
@@ -54,6 +88,9 @@ class DynamoMockerBackend(BackendBase):
     router_needs_worker_addresses = False
     #: job service -> env var: every worker and the frontend connect to the job's event-plane broker
     service_env = MappingProxyType({"zmq_broker": "DYN_ZMQ_BROKER_URL"})
+
+    def validate(self, config: Config, source: str | None) -> None:
+        check_mocker_keys(config, source)
 
     def services(self, host: str, config: Config) -> dict[str, ServerSpec]:
         """The ZMQ event-plane broker, started by DISAGG_SERVER before the workers start (none with the

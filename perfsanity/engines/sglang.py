@@ -171,21 +171,10 @@ def prefill_bootstrap_ports(config: Config, roles: list[str]) -> tuple[list[str]
     return [f"${{{var}}}" for var in names], names
 
 
-def match_option(flag: str, options: frozenset[str]) -> tuple[str, list[str]]:
-    """How SGLang's argparse (``allow_abbrev`` on) takes ``flag``: ("exact" | "prefix" | "ambiguous" |
-    "unknown", the options it matches)."""
-    if flag in options:
-        return "exact", [flag]
-    matches = sorted(o for o in options if o.startswith(flag))
-    if len(matches) == 1:
-        return "prefix", matches
-    return ("ambiguous", matches) if matches else ("unknown", [])
-
-
 def _accepted_by(flag: str, data: dict[str, Any], releases: dict[str, Any], current: str) -> str:
     """Which releases accept ``flag``: the shipped fact sets where it parses, plus the recorded history."""
     ok = [name for name, rel in releases.items()
-          if name != current and match_option(flag, frozenset(rel["options"]))[0] in ("exact", "prefix")]
+          if name != current and facts.match_option(flag, frozenset(rel["options"]))[0] in ("exact", "prefix")]
     notes = []
     if ok:
         notes.append(f"accepted by sglang {', '.join(ok)}")
@@ -219,7 +208,7 @@ def check_engine_keys(config: Config, source: str | None, *, default_release: st
             if written in skip or key in skip:
                 continue
             flag = "--" + key.replace("_", "-")
-            how, matches = match_option(flag, options)
+            how, matches = facts.match_option(flag, options)
             where = f"worker_config.{kind}.{written}"
             if how == "ambiguous":
                 problems.append(facts.Problem(where, f"{flag} is ambiguous in sglang {name} (could match "

@@ -134,3 +134,68 @@ def test_report_addr_file_is_where_the_role_reads_the_port(make_config, tmp_path
     assert spec.published_ports() == [8001]
     old = make_config("trtllm", metadata={"engine_version": "main@00209af1"})
     assert tb.BACKEND.worker(worker_context(old, build_topology(old).role("CTX_0"))).addr_file is None
+
+
+# ---- dynamo.mocker ----------------------------------------------------------------------------
+
+
+def test_mocker_misspelled_key_names_key_engine_release(make_config):
+    config = make_config("dynamo-mocker", worker_config={"gen": {"tensor_parallel_size": 1, "speedup_ratoi": 2.0}})
+    with pytest.raises(ConfigError) as err:
+        get_backend("dynamo-mocker").validate(config, "c.yaml")
+    text = str(err.value)
+    release = facts.load("dynamo_mocker")["default_release"]
+    assert "worker_config.gen.speedup_ratoi" in text and f"dynamo.mocker {release}" in text, text
+    assert "did you mean 'speedup_ratio'" in text and err.value.exit_code == 2
+
+
+def test_mocker_refuses_flags_the_backend_writes(make_config):
+    config = make_config("dynamo-mocker", worker_config={"ctx": {"tensor_parallel_size": 1, "model_name": "x"}})
+    with pytest.raises(ConfigError, match=r"worker_config\.ctx\.model_name: --model-name is set by perfsanity"):
+        get_backend("dynamo-mocker").validate(config, "c.yaml")
+
+
+def test_mocker_known_keys_and_unchecked_keys_pass(make_config):
+    config = make_config("dynamo-mocker", metadata={"engine_keys_unchecked": ["brand_new_knob"]},
+                         worker_config={"gen": {"tensor_parallel_size": 1, "speedup_ratio": 2.0, "max_num_seqs": 8,
+                                                "brand_new_knob": 1}})
+    get_backend("dynamo-mocker").validate(config, "c.yaml")
+
+
+def test_mocker_dry_run_refuses_what_dynamo_mocker_rejects(tmp_path):
+    """The shipped mocker config with one misspelled engine key: exit 2 at --dry-run, one line, no files."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "test_configs/disagg/perf/mocker-ctx1-gen1.yaml").read_text())
+    raw["worker_config"]["ctx"]["block_sise"] = 64
+    cfg = tmp_path / "mocker-typo.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "submit.py"), "--config", str(cfg), "--out", str(out),
+                           "--dry-run"], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert str(cfg) in lines[0] and "worker_config.ctx.block_sise" in lines[0] and "'block_size'" in lines[0]
+    assert not out.exists()
+
+
+def test_mocker_facts_match_the_real_parser():
+    """dynamo_mocker.json's entry for the dynamo venv's release is exactly what dynamo.mocker's parser defines,
+    and it is the release the project pins."""
+    env = tooling.installed_tool("dynamo")
+    if env is None:
+        message = "tool venv 'dynamo' not installed; run: python3 -m perfsanity.engines.tooling install dynamo"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    proc = subprocess.run([str(env.python), str(facts.FACTS_DIR / "dump_mocker_options.py")], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    data = facts.load("dynamo_mocker")
+    assert data["default_release"] == got["version"], "dynamo_mocker.json's default is not the pinned dynamo"
+    shipped = data["releases"].get(got["version"])
+    assert shipped is not None, f"dynamo_mocker.json has no entry for ai-dynamo {got['version']}"
+    assert shipped["options"] == got["options"] and shipped["allow_abbrev"] == got["abbrev"], \
+        "dynamo_mocker.json is stale: rerun perfsanity/engines/facts/dump_mocker_options.py in the dynamo venv"

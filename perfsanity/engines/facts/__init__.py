@@ -10,6 +10,8 @@ Submit must not need an engine installed, so what the engines accept is data her
   parser (``dump_sglang_options.py`` run in the ``sglang`` / ``dynamo-sglang`` tool venvs;
   ``tests/backends/test_engine_facts.py`` fails when the shipped file and the parser disagree),
   plus a history of options whose meaning changed between releases.
+* ``dynamo_mocker.json``: every option string of ``python -m dynamo.mocker``'s parser per ai-dynamo
+  release, dumped the same way (``dump_mocker_options.py`` in the ``dynamo`` tool venv).
 
 Which release a config targets: ``metadata.engine_version``, else the container image's tag when it
 names a known release, else the file's default. A config may list keys newer than the facts in
@@ -81,7 +83,20 @@ def select_release(config: Config, known: Iterable[str], default: str, aliases: 
 
 
 def engine_facts_file(engine: str) -> str:
-    return "trtllm.yaml" if engine.startswith("TensorRT") else "sglang.json"
+    if engine.startswith("TensorRT"):
+        return "trtllm.yaml"
+    return "dynamo_mocker.json" if engine == "dynamo.mocker" else "sglang.json"
+
+
+def match_option(flag: str, options: frozenset[str]) -> tuple[str, list[str]]:
+    """How an argparse parser with ``allow_abbrev`` on (SGLang's, dynamo.mocker's) takes ``flag``:
+    ("exact" | "prefix" | "ambiguous" | "unknown", the options it matches)."""
+    if flag in options:
+        return "exact", [flag]
+    matches = sorted(o for o in options if o.startswith(flag))
+    if len(matches) == 1:
+        return "prefix", matches
+    return ("ambiguous", matches) if matches else ("unknown", [])
 
 
 def suggestion(word: str, candidates: Iterable[str]) -> str:
