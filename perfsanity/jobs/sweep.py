@@ -311,6 +311,8 @@ _ALIASES = {
     "concurrency_list": "c",
     "max_batch_size": "bs",
     "max_num_tokens": "tok",
+    "max_num_seqs": "seqs",  # the vLLM-style names (dynamo.mocker, SGLang's max_running_requests aside)
+    "max_num_batched_tokens": "tok",
     "tensor_parallel_size": "tp",
     "pipeline_parallel_size": "pp",
     "context_parallel_size": "cp",

@@ -105,8 +105,8 @@ def test_cli_status_and_logs(tmp_path, capsys, fake_slurm):
 
 
 def test_status_and_logs_of_a_sweep_dir(write_sweep, tmp_path, fake_slurm):
-    path = write_sweep(f"base: {BASE}\nparameters:\n  worker_config.gen.max_batch_size: [64, 128]\n"
-                       "name: 'bs{max_batch_size}'\n")
+    path = write_sweep(f"base: {BASE}\nparameters:\n  worker_config.gen.max_num_seqs: [64, 128]\n"
+                       "name: 'bs{max_num_seqs}'\n")
     out = tmp_path / "sw"
     fake_slurm.script = [["NODE_FAIL"], ["FAILED"], ["COMPLETED"]]
     assert sweep.main([str(path), "--out", str(out), "--submit", "--retries", "1"]) == 1
@@ -119,7 +119,7 @@ def test_status_and_logs_of_a_sweep_dir(write_sweep, tmp_path, fake_slurm):
     by = {s.name: s for s in statuses}
     assert [s.name for s in statuses] == ["bs64", "bs128"]
     assert (by["bs64"].state, by["bs64"].verdict, by["bs64"].attempts) == ("COMPLETED", "passed", 2)
-    assert by["bs64"].parameters == {"worker_config.gen.max_batch_size": 64}
+    assert by["bs64"].parameters == {"worker_config.gen.max_num_seqs": 64}
     assert by["bs64"].best_output_tps == 950.0
     assert (by["bs128"].state, by["bs128"].verdict, by["bs128"].failed_role) == ("FAILED", "failed", "CTX_0")
     table = jobdir.format_status(statuses)

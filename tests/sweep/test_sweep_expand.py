@@ -23,8 +23,8 @@ mode: product
 parameters:
   hardware.num_gen_servers: [1, 2]
   benchmark.concurrency_list: ["1 4", "8"]
-  worker_config.gen.max_batch_size: [64, 128]
-  worker_config.*.max_num_tokens: [2048]
+  worker_config.gen.max_num_seqs: [64, 128]
+  worker_config.*.max_num_batched_tokens: [2048]
 """
 
 
@@ -46,7 +46,7 @@ def test_product_dry_run_writes_8_job_dirs(write_sweep, tmp_path, capsys):
     names = [p["name"] for p in points]
     assert len(set(names)) == 8
     assert all(set(n) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") for n in names)
-    assert names[0] == "mocker-ctx1-gen1-ngen1-c1_4-gen.bs64-tok2048"
+    assert names[0] == "mocker-ctx1-gen1-ngen1-c1_4-gen.seqs64-tok2048"
     assert sorted(d.name for d in out.iterdir() if d.is_dir()) == sorted(names)
     assert manifest["mode"] == "product" and manifest["sweep_file"].endswith("sweep.yaml")
     assert manifest["base"] == str(REPO_ROOT / BASE)
@@ -54,17 +54,17 @@ def test_product_dry_run_writes_8_job_dirs(write_sweep, tmp_path, capsys):
     for p in points:
         assert p["state"] == "pending" and p["job_id"] is None and p["attempts"] == []
         assert set(p["parameters"]) == {"hardware.num_gen_servers", "benchmark.concurrency_list",
-                                        "worker_config.gen.max_batch_size", "worker_config.*.max_num_tokens"}
+                                        "worker_config.gen.max_num_seqs", "worker_config.*.max_num_batched_tokens"}
         seen.add(json.dumps(p["parameters"], sort_keys=True))
         job_dir = out / p["job_dir"]
         for f in ("launch.sh", "config.resolved.yaml", "job.json"):
             assert (job_dir / f).is_file()
         cfg = _resolved(job_dir)
         assert cfg["hardware"]["num_gen_servers"] == p["parameters"]["hardware.num_gen_servers"]
-        assert cfg["worker_config"]["gen"]["max_batch_size"] == p["parameters"]["worker_config.gen.max_batch_size"]
-        assert "max_batch_size" not in cfg["worker_config"]["ctx"]
+        assert cfg["worker_config"]["gen"]["max_num_seqs"] == p["parameters"]["worker_config.gen.max_num_seqs"]
+        assert "max_num_seqs" not in cfg["worker_config"]["ctx"]
         # '*' reached every role of the base
-        assert cfg["worker_config"]["ctx"]["max_num_tokens"] == cfg["worker_config"]["gen"]["max_num_tokens"] == 2048
+        assert cfg["worker_config"]["ctx"]["max_num_batched_tokens"] == cfg["worker_config"]["gen"]["max_num_batched_tokens"] == 2048
         # the job re-reads its config at run time: launch.sh points at the point's own config file
         launch = (job_dir / "launch.sh").read_text()
         cfg_file = job_dir / "config" / "disagg" / "mocker-ctx1-gen1.yaml"
@@ -88,28 +88,28 @@ base: {BASE}
 mode: zip
 parameters:
   hardware.num_gen_servers: [1, 2, 3]
-  worker_config.gen.max_batch_size: [16, 32, 64]
+  worker_config.gen.max_num_seqs: [16, 32, 64]
 """)
     out = tmp_path / "zip"
     assert sweep.run_sweep(path, out) == 0
     points = _manifest(out)["points"]
-    assert [(p["parameters"]["hardware.num_gen_servers"], p["parameters"]["worker_config.gen.max_batch_size"])
+    assert [(p["parameters"]["hardware.num_gen_servers"], p["parameters"]["worker_config.gen.max_num_seqs"])
             for p in points] == [(1, 16), (2, 32), (3, 64)]
-    assert [_resolved(out / p["name"])["worker_config"]["gen"]["max_batch_size"] for p in points] == [16, 32, 64]
+    assert [_resolved(out / p["name"])["worker_config"]["gen"]["max_num_seqs"] for p in points] == [16, 32, 64]
 
     bad = write_sweep(f"""
 base: {BASE}
 mode: zip
 parameters:
   hardware.num_gen_servers: [1, 2, 3]
-  worker_config.gen.max_batch_size: [16, 32]
+  worker_config.gen.max_num_seqs: [16, 32]
 """, "bad.yaml")
     with pytest.raises(ConfigError, match=r"equal length") as err:
         sweep.load_sweep(bad)
-    assert err.value.file == str(bad) and "worker_config.gen.max_batch_size" in err.value.key_path
+    assert err.value.file == str(bad) and "worker_config.gen.max_num_seqs" in err.value.key_path
 
 
-GEN_BY_BATCH = "  hardware.num_gen_servers: [1, 2]\n  worker_config.gen.max_batch_size: [64, 128]\n"
+GEN_BY_BATCH = "  hardware.num_gen_servers: [1, 2]\n  worker_config.gen.max_num_seqs: [64, 128]\n"
 
 
 def point_names(write_sweep, parameters: str, name: str | None = None, file: str = "sweep.yaml") -> list[str]:
@@ -119,7 +119,7 @@ def point_names(write_sweep, parameters: str, name: str | None = None, file: str
 
 
 def test_name_template_and_collision_suffix(write_sweep, tmp_path):
-    names = point_names(write_sweep, GEN_BY_BATCH, "{base}-gen{hardware.num_gen_servers}-bs{max_batch_size}")
+    names = point_names(write_sweep, GEN_BY_BATCH, "{base}-gen{hardware.num_gen_servers}-bs{max_num_seqs}")
     assert names == ["mocker-ctx1-gen1-gen1-bs64", "mocker-ctx1-gen1-gen1-bs128",
                      "mocker-ctx1-gen1-gen2-bs64", "mocker-ctx1-gen1-gen2-bs128"]
     # a template that drops a varying key: colliding names get a short hash, the others stay clean
@@ -182,8 +182,8 @@ def test_sweep_file_errors_name_file_and_key(write_sweep, text, key, match):
 
 def test_sweep_block_inside_a_test_config(tmp_path):
     base = yaml.safe_load((REPO_ROOT / BASE).read_text())
-    base["sweep"] = {"parameters": {"worker_config.*.max_num_tokens": [1024, 2048]},
-                     "name": "{base}-tok{max_num_tokens}"}
+    base["sweep"] = {"parameters": {"worker_config.*.max_num_batched_tokens": [1024, 2048]},
+                     "name": "{base}-tok{max_num_batched_tokens}"}
     cfg = tmp_path / "disagg" / "perf" / "mine.yaml"
     cfg.parent.mkdir(parents=True)
     cfg.write_text(yaml.safe_dump(base, sort_keys=False))
@@ -193,7 +193,7 @@ def test_sweep_block_inside_a_test_config(tmp_path):
     assert names == ["mine-tok1024", "mine-tok2048"]
     point_cfg = (out / "mine-tok2048" / "config" / "disagg" / "mine.yaml").read_text()
     assert "sweep:" not in point_cfg  # the block is not part of the job's config
-    assert _resolved(out / "mine-tok2048")["worker_config"]["ctx"]["max_num_tokens"] == 2048
+    assert _resolved(out / "mine-tok2048")["worker_config"]["ctx"]["max_num_batched_tokens"] == 2048
     bad = dict(base, sweep={"base": "x.yaml", "parameters": {"hardware.num_gen_servers": [1]}})
     cfg.write_text(yaml.safe_dump(bad))
     with pytest.raises(ConfigError, match="unknown key 'base'") as exc:

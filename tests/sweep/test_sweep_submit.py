@@ -15,13 +15,13 @@ FOUR = f"""
 base: {BASE}
 parameters:
   hardware.num_gen_servers: [1, 2]
-  worker_config.gen.max_batch_size: [64, 128]
+  worker_config.gen.max_num_seqs: [64, 128]
 """
 TWO = f"""
 base: {BASE}
 parameters:
-  worker_config.gen.max_batch_size: [64, 128]
-name: "bs{{max_batch_size}}"
+  worker_config.gen.max_num_seqs: [64, 128]
+name: "bs{{max_num_seqs}}"
 """
 
 
