@@ -27,8 +27,10 @@ def failed_cases(junit_path) -> dict[str, tuple[str, str]]:
 
 @pytest.mark.slow
 def test_gen_worker_that_exits_at_start_fails_the_job_fast_naming_gen_0(jobs):
-    # the mocker's argparse rejects the unknown flag: GEN_0's server exits with code 2 at once
-    run = jobs.run("benchmark.concurrency_list=1", "worker_config.gen.no_such_mocker_option=1", timeout_s=120)
+    # the mocker's argparse rejects the unknown flag (submit lets it through, as listed unchecked): GEN_0's
+    # server exits with code 2 at once
+    run = jobs.run("benchmark.concurrency_list=1", "worker_config.gen.no_such_mocker_option=1",
+                   "metadata.engine_keys_unchecked=[no_such_mocker_option]", timeout_s=120)
     assert run.returncode != 0, run.stdout[-4000:]
     assert run.elapsed_s < 30, f"took {run.elapsed_s:.1f}s to fail"
     rejected = "unrecognized arguments: --no-such-mocker-option 1"

@@ -314,6 +314,7 @@ metadata:
   benchmark_type: "1k1k; touch {m}"
   supported_gpus: ["$(touch {m})"]
   backend: dynamo-mocker
+  engine_keys_unchecked: [note]  # not a dynamo.mocker option: carries a payload into the worker argv
 slurm:
   job_name: injection-test
   job_time: "00:10:00"
