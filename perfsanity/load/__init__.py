@@ -16,6 +16,7 @@ _REGISTRY: LazyRegistry[BenchmarkClient] = LazyRegistry("client", "CLIENT", {
     "aiperf": "perfsanity.load.aiperf",
     "sglang-bench-serving": "perfsanity.load.sglang_bench",
     "trtllm-benchmark-serving": "perfsanity.load.trtllm_bench",
+    "perfsanity": "perfsanity.load.perfsanity_client",
 })
 
 

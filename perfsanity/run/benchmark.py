@@ -27,7 +27,7 @@ from perfsanity.load.results_json import ConcurrencyResult, RunResult
 from perfsanity.load.summary import format_table
 from perfsanity.load.validity import check as validity_check
 from perfsanity.load.validity import cores_needed, mark
-from perfsanity.run.job import Job, client_model_name, model_path, resolve_argv
+from perfsanity.run.job import Job, client_model_name, client_name, model_path, resolve_argv
 from perfsanity.spec.config import DEFAULT_REPEATS
 
 
@@ -195,7 +195,7 @@ def run_repeats(job: Job, url: str, model: str, tokenizer: str, conc: int) -> tu
             warmup_requests=bench.warmup_requests, dataset_file=bench.dataset_file,
             out_dir=out_dir / f"r{i}" if wanted > 1 else out_dir, total_gpus=job.topology.total_gpus,
         )
-        repeats.append(run_one(job, run, bench.client, tag=f"-r{i}" if wanted > 1 else ""))
+        repeats.append(run_one(job, run, client_name(job.config), tag=f"-r{i}" if wanted > 1 else ""))
         problems = validity_check(repeats[-1], requested=run.num_prompts, max_failed_rate=bench.max_failed_rate,
                                   streaming=bench.streaming)
         if problems:

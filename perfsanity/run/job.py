@@ -127,5 +127,15 @@ def model_path(job: Job) -> str:
                           f"{job.config.metadata.backend}")
 
 
+def client_name(config: Config) -> str:
+    """``benchmark.client``, or its default: the lean built-in client (``perfsanity``, ~0.1 s start-up)
+    where the backend needs no GPU (the CPU lanes) and no dataset file is given; aiperf otherwise."""
+    bench = config.benchmark
+    if bench.client is not None:
+        return bench.client
+    needs_gpu = get_backend(config.metadata.backend).needs_gpu
+    return "perfsanity" if not needs_gpu and not bench.dataset_file else "aiperf"
+
+
 def client_model_name(job: Job) -> str:
     return job.backend.served_model_name(job.config, model_path(job))
