@@ -18,6 +18,7 @@ from perfsanity.common.errors import PerfsanityError
 from perfsanity.common.files import write_atomic
 from perfsanity.engines import get_backend
 from perfsanity.engines.base import Backend
+from perfsanity.load import default_client
 from perfsanity.run.context import SlurmContext
 from perfsanity.run.rendezvous import Rendezvous
 from perfsanity.spec.cluster import cluster_from_env_or_arg
@@ -133,8 +134,7 @@ def client_name(config: Config) -> str:
     bench = config.benchmark
     if bench.client is not None:
         return bench.client
-    needs_gpu = get_backend(config.metadata.backend).needs_gpu
-    return "perfsanity" if not needs_gpu and not bench.dataset_file else "aiperf"
+    return default_client(needs_gpu=get_backend(config.metadata.backend).needs_gpu, has_dataset=bool(bench.dataset_file))
 
 
 def client_model_name(job: Job) -> str:
