@@ -55,7 +55,7 @@ from _common import (  # noqa: E402
 
 CONFIG = "test_configs/disagg/perf/mocker-ctx1-gen1.yaml"
 CLUSTER = "test_configs/clusters/local-slurm.yaml"
-SETS = ["--set", "benchmark.concurrency_list=1", "--set", "benchmark.multi_round=1"]
+SETS = ["--set", "benchmark.concurrency_list=1", "--set", "benchmark.multi_round=1", "--set", "benchmark.repeats=1"]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ISO = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z")
 
@@ -225,9 +225,13 @@ def analyse(job: Path, tracer: ProcTracer, t_submit: float, stdout_lines: list[t
     for f in rdv.glob("*.addr"):
         d = json.loads(f.read_text())
         addrs[d["role"]] = {"published": f.stat().st_mtime, "ready_s": d.get("ready_s")}
-    records = read_jsonl(job / "client" / "c1" / "profile_export.jsonl")
+    records = [r for f in (job / "client" / "c1").glob("**/profile_export.jsonl") for r in read_jsonl(f)]
     first_req = min((r["metadata"]["request_start_ns"] for r in records), default=None)
     first_req = first_req / 1e9 if first_req else None
+    # client: perfsanity (perfsanity/load/lean.py) writes the wall time of its first request
+    lean = [json.loads(f.read_text()).get("first_request_unix") for f in (job / "client" / "c1").glob("**/perfsanity_client.json")]
+    if first_req is None and any(lean):
+        first_req = min(t for t in lean if t)
 
     jd = str(job)
     # our processes: everything whose command line names the job dir, their ancestors (up to the
@@ -266,7 +270,8 @@ def analyse(job: Path, tracer: ProcTracer, t_submit: float, stdout_lines: list[t
             broker = [tracer.procs[k] for k in kids if "zmq" in all_cmds(tracer.procs[k]) and " -c " in all_cmds(tracer.procs[k])]
             if broker:
                 info["broker_spawn"] = min(b["start"] for b in broker)
-            aip = [tracer.procs[k] for k in kids if "aiperf profile" in all_cmds(tracer.procs[k])]
+            aip = [tracer.procs[k] for k in kids
+                   if re.search(r"aiperf profile|perfsanity/load/lean\.py", all_cmds(tracer.procs[k]))]
             if aip:
                 info["aiperf_spawn"] = min(a["start"] for a in aip)  # its forked services share the cmdline
         if role in started:
@@ -332,9 +337,9 @@ def breakdown(tl: dict) -> dict:
                 d(sw.get("published"), fe.get("server_spawn"))))
     seg.append(("DISAGG_SERVER: frontend's own spawn → ready [server time]", own.get("DISAGG_SERVER")))
     seg.append(("DISAGG_SERVER: frontend ready → address published", d(fe.get("self_ready"), fe.get("published"))))
-    seg.append(("BENCHMARK: front door published → 1-token readiness check OK → aiperf spawned",
+    seg.append(("BENCHMARK: front door published → discovery + 1-token readiness check OK → client spawned",
                 d(fe.get("published"), bm.get("aiperf_spawn"))))
-    seg.append(("BENCHMARK: aiperf spawn → first request (aiperf start-up)", d(bm.get("aiperf_spawn"), tl.get("first_request"))))
+    seg.append(("BENCHMARK: client spawn → first request (client start-up)", d(bm.get("aiperf_spawn"), tl.get("first_request"))))
     total = d(t0, tl.get("first_request"))
     slowest_server = max((v for v in own.values() if v is not None), default=None)
     critical_servers = (own.get(slow_w) or 0) + (own.get("DISAGG_SERVER") or 0)
@@ -585,7 +590,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="only: the mocker 2 ctx + 2 gen L0 job with our draft and with upstream's (stand-in), "
                    "--runs times each, on the local SLURM")
     p.add_argument("--json", action="store_true", help="print the results as JSON at the end")
+    p.add_argument("--client", choices=("aiperf", "perfsanity"),
+                   help="benchmark.client for the measured jobs (default: the config's, aiperf)")
     args = p.parse_args(argv)
+    if args.client:
+        SETS.extend(["--set", f"benchmark.client={args.client}"])
     print_header("Orchestration overhead: submit → first benchmark request",
                  "python3 benchmarks/orchestration.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     wait_for_low_load(1.0, args.wait_load_s)

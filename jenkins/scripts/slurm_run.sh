@@ -8,6 +8,10 @@ cd "$PERFSANITY_REPO/tests"
 export PYTHONPATH="$PERFSANITY_REPO${PYTHONPATH:+:$PYTHONPATH}"
 rank=${SLURM_PROCID:-0}
 py=$(python3 "$PERFSANITY_REPO/perfsanity/bootstrap.py" --print-python)  # the harness venv (install step)
+# only the role's own case is collected (testcases.all_cases keeps $PERFSANITY_TEST_ID inside a job),
+# and no installed plugin is loaded (hypothesis, xdist, timeout: seconds of imports on a busy node; the
+# supervisor bounds the role); the ini's timeout key then has no plugin, hence the warning filter
+export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1
 exec "$py" -m pytest "perf/test_perf_sanity.py::test_e2e[$PERFSANITY_TEST_ID]" \
-    -p no:cacheprovider -q -s -rA --no-header -o console_output_style=classic \
+    -p no:cacheprovider -W ignore::pytest.PytestConfigWarning -q -s -rA --no-header -o console_output_style=classic \
     --junitxml="$PERFSANITY_JOB_DIR/logs/junit-$DISAGG_SERVING_TYPE-$rank.xml"

@@ -135,6 +135,14 @@ class Backend(Protocol):
     #: ETCD_ENDPOINTS / NATS_SERVER) and ``config.frontend`` (several routers behind nginx); False = both
     #: sections must keep their defaults (a submit-time error otherwise)
     uses_job_infra: bool
+    #: path on the router that lists the workers it has discovered ("" = the router is started with the
+    #: workers' addresses, so it discovers nothing; readiness is then every publish + a 1-token completion)
+    discovery_path: str
+
+    def discovered_workers(self, body: bytes) -> Mapping[str, int]:
+        """Worker kind (``ctx``/``gen``/``server``) -> instances the router lists in ``body``, its answer on
+        :attr:`discovery_path`; raises ValueError when the answer is not in the expected form."""
+        ...
 
     def services(self, host: str, config: Config) -> Mapping[str, ServerSpec]:
         """Job-wide service processes this config needs, started by DISAGG_SERVER before it waits for
@@ -178,6 +186,10 @@ class BackendBase(ABC):
     has_default_model: bool = False
     service_env: Mapping[str, str] = MappingProxyType({})
     uses_job_infra: bool = False
+    discovery_path: str = ""
+
+    def discovered_workers(self, body: bytes) -> Mapping[str, int]:
+        return {}
 
     def services(self, host: str, config: Config) -> Mapping[str, ServerSpec]:
         return {}

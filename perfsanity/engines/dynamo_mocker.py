@@ -21,7 +21,7 @@ from types import MappingProxyType
 
 from perfsanity.engines import facts, zmq_broker
 from perfsanity.engines.base import BackendBase, RouterContext, ServerSpec, WorkerContext, cli_flags
-from perfsanity.engines.dynamo_runtime import runtime_env
+from perfsanity.engines.dynamo_runtime import FrontendDiscovery, runtime_env
 from perfsanity.spec.config import Config
 from perfsanity.spec.infra import Infra
 
@@ -76,7 +76,7 @@ def dynamo_env(infra: Infra, host: str, discovery_dir: str) -> dict[str, str]:
     }
 
 
-class DynamoMockerBackend(BackendBase):
+class DynamoMockerBackend(FrontendDiscovery, BackendBase):
     name = "dynamo-mocker"
     tools = ("dynamo",)
     #: simulated compute: runs on any machine, so its test cases run locally

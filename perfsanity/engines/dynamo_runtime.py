@@ -8,10 +8,20 @@ etcd / NATS published (:mod:`perfsanity.run.services`); they are not known befor
 * ``request_plane`` → ``DYN_REQUEST_PLANE`` (tcp | nats); the TCP hosts are always set, since the
   frontend's response stream is TCP in both modes.
 * ``event_plane`` → ``DYN_EVENT_PLANE`` (zmq | nats); ``DYN_EVENT_PLANE_HOST`` only for zmq.
+
+What the frontend has discovered (:func:`discovered_workers`): ``dynamo.frontend``'s ``GET /health``
+answers ``{"status", "endpoints", "instances": [{"namespace", "component", "endpoint", "instance_id",
+...}]}``, one entry per endpoint of every worker instance it currently sees. Workers serve
+``dyn://<namespace>.prefill.generate`` (prefill) or ``dyn://<namespace>.backend.generate`` (decode and
+aggregated): ``dynamo/mocker/args.py`` ``DEFAULT_PREFILL_ENDPOINT``/``DEFAULT_ENDPOINT`` and
+``dynamo/sglang/args.py`` (ai-dynamo 1.6.1), and seen on a running mocker job.
+Its Prometheus ``/metrics`` names no decode worker before the first request, so it is not used.
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from pathlib import Path
 
 from perfsanity.spec.infra import Infra
@@ -28,3 +38,32 @@ def runtime_env(infra: Infra, host: str, discovery_dir: Path | str) -> dict[str,
     if infra.event_plane == "zmq":
         env["DYN_EVENT_PLANE_HOST"] = host
     return env
+
+
+#: the component of a worker instance's ``generate`` endpoint -> the worker kinds it serves
+_COMPONENT_KINDS = {"prefill": ("ctx",), "backend": ("gen", "server")}
+DISCOVERY_PATH = "/health"
+
+
+def discovered_workers(body: bytes) -> dict[str, int]:
+    """Worker kind -> distinct instances the frontend's ``/health`` answer lists serving ``generate``."""
+    try:
+        data = json.loads(body)
+        instances = data["instances"]
+        seen = {(str(i["component"]), i["instance_id"]) for i in instances if i.get("endpoint") == "generate"}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise ValueError(f"not a dynamo.frontend /health answer with an 'instances' list: {body[:200]!r}") from None
+    counts: Counter[str] = Counter()
+    for component, _ in seen:
+        for kind in _COMPONENT_KINDS.get(component, ()):
+            counts[kind] += 1
+    return dict(counts)
+
+
+class FrontendDiscovery:
+    """Mixin for backends behind ``dynamo.frontend``: readiness checks what the frontend discovered."""
+
+    discovery_path = DISCOVERY_PATH
+
+    def discovered_workers(self, body: bytes) -> dict[str, int]:
+        return discovered_workers(body)

@@ -45,7 +45,7 @@ import yaml
 
 from perfsanity.engines import sglang
 from perfsanity.engines.base import BackendBase, RouterContext, ServerSpec, WorkerContext, cli_flags
-from perfsanity.engines.dynamo_runtime import runtime_env
+from perfsanity.engines.dynamo_runtime import FrontendDiscovery, runtime_env
 from perfsanity.spec.config import Config
 
 CONFIG_FILE = "engine/sglang_config.yaml"
@@ -88,7 +88,7 @@ def require_disagg(config: Config) -> None:
                          "(an aggregated dynamo worker has no HTTP endpoint without a frontend)")
 
 
-class DynamoSglangBackend(BackendBase):
+class DynamoSglangBackend(FrontendDiscovery, BackendBase):
     name = "dynamo-sglang"
     #: the frontend discovers workers through the shared discovery dir: it starts with them
     router_needs_worker_addresses = False

@@ -16,8 +16,15 @@ _REGISTRY: LazyRegistry[BenchmarkClient] = LazyRegistry("client", "CLIENT", {
     "aiperf": "perfsanity.load.aiperf",
     "sglang-bench-serving": "perfsanity.load.sglang_bench",
     "trtllm-benchmark-serving": "perfsanity.load.trtllm_bench",
+    "perfsanity": "perfsanity.load.perfsanity_client",
 })
 
 
 get_client = _REGISTRY.get  # the client object for ``benchmark.client``; ValueError naming the known ones
 names = _REGISTRY.names  # every registered client name, in registry order
+
+
+def default_client(*, needs_gpu: bool, has_dataset: bool) -> str:
+    """``benchmark.client`` when the config leaves it unset: the lean built-in client (~0.1 s start-up,
+    token-id prompts, so no dataset file) for backends that need no GPU, aiperf for the others."""
+    return "perfsanity" if not needs_gpu and not has_dataset else "aiperf"

@@ -14,6 +14,8 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
+from collections.abc import Mapping
 
 from perfsanity.common.errors import PerfsanityError, WaitTimeout
 from perfsanity.common.processes import NodeBusy, ProcessSet, TreeCpu, node_cores
@@ -25,7 +27,7 @@ from perfsanity.load.results_json import ConcurrencyResult, RunResult
 from perfsanity.load.summary import format_table
 from perfsanity.load.validity import check as validity_check
 from perfsanity.load.validity import cores_needed, mark
-from perfsanity.run.job import Job, client_model_name, model_path, resolve_argv
+from perfsanity.run.job import Job, client_model_name, client_name, model_path, resolve_argv
 from perfsanity.spec.config import DEFAULT_REPEATS
 
 
@@ -62,10 +64,56 @@ def wait_ready(job: Job, url: str, model: str) -> None:
                on_timeout=lambda: f"last answer: {last['seen']}")
 
 
+#: how the discovery check names a worker kind
+KIND_NAMES = {"ctx": "prefill (CTX)", "gen": "decode (GEN)", "server": "aggregated (SERVER)"}
+
+
+def discovery_shortfall(expected: Counter[str], listed: Mapping[str, int], url: str) -> str | None:
+    """None when ``listed`` has at least ``expected`` instances of every kind; else what is missing."""
+    short = [f"{listed.get(kind, 0)} of {n} {KIND_NAMES.get(kind, kind)} workers"
+             for kind, n in expected.items() if listed.get(kind, 0) < n]
+    return f"{url} lists {', '.join(short)}" if short else None
+
+
+def wait_discovered(job: Job, door: str) -> None:
+    """Until every router behind ``door`` lists each expected worker (backends whose router discovers
+    workers itself: ``Backend.discovery_path``); a router given the workers' addresses is skipped."""
+    path = job.backend.discovery_path
+    if not path:
+        return
+    counts = Counter(p.kind for p in job.topology.workers)
+    expected = Counter({k: counts[k] for k in sorted(counts, key=list(KIND_NAMES).index)})
+    urls = [f"http://{b}{path}" for b in job.rendezvous.backends(door)]
+    last = {u: "no answer yet" for u in urls}
+
+    def check() -> bool:
+        job.rendezvous.raise_if_failed()
+        for url in urls:
+            try:
+                with urllib.request.urlopen(url, timeout=2.0) as resp:  # noqa: S310 - our own server
+                    listed = job.backend.discovered_workers(resp.read())
+            except urllib.error.HTTPError as exc:
+                last[url] = f"{url}: HTTP {exc.code}"
+                continue
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                last[url] = f"{url}: {exc}"
+                continue
+            shortfall = discovery_shortfall(expected, listed, url)
+            last[url] = shortfall or "complete"
+        return all(v == "complete" for v in last.values())
+
+    wanted = ", ".join(f"{n} {KIND_NAMES.get(k, k)}" for k, n in expected.items())
+    wait_until(check, timeout_s=job.config.timeouts.router_ready, poll_s=0.05, max_poll_s=0.2,
+               what=f"{door} to discover every worker ({wanted} on {', '.join(urls)})",
+               on_timeout=lambda: "; ".join(v for v in last.values() if v != "complete"))
+    job.log(f"{door} lists every worker ({wanted})")
+
+
 def wait_whole_path(job: Job) -> str:
-    """Block until every worker and the front door have published, then until a 1-token completion
-    through the front door returns 200; returns the front door's URL. Routers that discover workers
-    themselves (Dynamo) start before the workers, so the door alone is not the whole path."""
+    """Block until every worker and the front door have published, until the router(s) list every
+    worker (where the router discovers them itself), then until a 1-token completion through the front
+    door returns 200; returns the front door's URL. Routers that discover workers themselves (Dynamo)
+    start before the workers, so the door alone is not the whole path."""
     cfg = job.config
     door = front_door_roles(job)
     needed = list(dict.fromkeys([*(p.role for p in job.topology.workers), *door]))
@@ -73,6 +121,7 @@ def wait_whole_path(job: Job) -> str:
     addrs = job.rendezvous.wait_for(needed, timeout_s=cfg.timeouts.server_ready + cfg.timeouts.router_ready,
                                     waiter=job.role)
     url = addrs[door[0]].url
+    wait_discovered(job, door[0])
     wait_ready(job, url, client_model_name(job))
     return url
 
@@ -146,7 +195,7 @@ def run_repeats(job: Job, url: str, model: str, tokenizer: str, conc: int) -> tu
             warmup_requests=bench.warmup_requests, dataset_file=bench.dataset_file,
             out_dir=out_dir / f"r{i}" if wanted > 1 else out_dir, total_gpus=job.topology.total_gpus,
         )
-        repeats.append(run_one(job, run, bench.client, tag=f"-r{i}" if wanted > 1 else ""))
+        repeats.append(run_one(job, run, client_name(job.config), tag=f"-r{i}" if wanted > 1 else ""))
         problems = validity_check(repeats[-1], requested=run.num_prompts, max_failed_rate=bench.max_failed_rate,
                                   streaming=bench.streaming)
         if problems:

@@ -14,7 +14,7 @@ from pathlib import Path
 from perfsanity.common.errors import PerfsanityError
 from perfsanity.engines import get_backend
 from perfsanity.load import get_client
-from perfsanity.run.job import resolve_argv
+from perfsanity.run.job import client_name, resolve_argv
 from perfsanity.run.wheels import install_wheels
 from perfsanity.spec.cluster import cluster_from_env_or_arg
 from perfsanity.spec.config import load_config
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(os.environ["PERFSANITY_CONFIG"], cluster=cluster_from_env_or_arg(None))
         from perfsanity.engines.tooling import ensure_tool
 
-        for tool in tools_for(config.metadata.backend, config.benchmark.client):
+        for tool in tools_for(config.metadata.backend, client_name(config)):
             env = ensure_tool(tool)
             print(f"[install] {tool} {env.version}: {env.python}", flush=True)
         if config.environment.wheels:

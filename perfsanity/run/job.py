@@ -18,6 +18,7 @@ from perfsanity.common.errors import PerfsanityError
 from perfsanity.common.files import write_atomic
 from perfsanity.engines import get_backend
 from perfsanity.engines.base import Backend
+from perfsanity.load import default_client
 from perfsanity.run.context import SlurmContext
 from perfsanity.run.rendezvous import Rendezvous
 from perfsanity.spec.cluster import cluster_from_env_or_arg
@@ -125,6 +126,15 @@ def model_path(job: Job) -> str:
         return default
     raise PerfsanityError(f"{job.config.source}: environment.model_path is required for backend "
                           f"{job.config.metadata.backend}")
+
+
+def client_name(config: Config) -> str:
+    """``benchmark.client``, or its default: the lean built-in client (``perfsanity``, ~0.1 s start-up)
+    where the backend needs no GPU (the CPU lanes) and no dataset file is given; aiperf otherwise."""
+    bench = config.benchmark
+    if bench.client is not None:
+        return bench.client
+    return default_client(needs_gpu=get_backend(config.metadata.backend).needs_gpu, has_dataset=bool(bench.dataset_file))
 
 
 def client_model_name(job: Job) -> str:

@@ -44,6 +44,16 @@ class Rendezvous:
             return None
         return Address(data["role"], data["host"], int(data["port"]))
 
+    def backends(self, role: str) -> list[str]:
+        """``host:port`` of each server behind ``role``'s published address (several frontends behind
+        nginx), or just the address itself."""
+        try:
+            data = json.loads((self.path / f"{role}.addr").read_text())
+        except (OSError, ValueError):
+            return []
+        listed = data.get("backends")
+        return [str(b) for b in listed] if isinstance(listed, list) and listed else [f"{data['host']}:{data['port']}"]
+
     def wait_for(self, roles: Sequence[str], *, timeout_s: float, waiter: str) -> dict[str, Address]:
         """Wait until every role in ``roles`` published its address; abort at once if any failed."""
         found: dict[str, Address] = {}

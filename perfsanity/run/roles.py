@@ -209,6 +209,7 @@ def serve(job: Job, spec: ServerSpec, kind: str, placement: Placement | None, *,
             if nginx:
                 addr = start_nginx(job, procs, addrs, spec.health_path)
                 job.log(f"nginx at {addr} in front of {', '.join(map(str, addrs))}")
+            hold_before_publish(job)
             rdv.publish(addr, ready_s=round(time.monotonic() - t0, 3), backends=[str(a) for a in addrs])
             job.log(f"ready at {addr} after {time.monotonic() - t0:.1f}s")
             health_url = f"{addr.url}{spec.health_path}"
@@ -225,6 +226,26 @@ def serve(job: Job, spec: ServerSpec, kind: str, placement: Placement | None, *,
         raise
     finally:
         procs.stop_all(job.config.timeouts.shutdown / 2)
+
+
+#: test hook: ``ROLE=SECONDS[,ROLE=SECONDS]`` holds that role's publish back (its server runs already),
+#: so a test can check that the benchmark waits for the last publish (the whole-path race)
+HOLD_PUBLISH_VAR = "PERFSANITY_TEST_HOLD_PUBLISH"
+
+
+def hold_before_publish(job: Job) -> None:
+    raw = job.environ.get(HOLD_PUBLISH_VAR, "")
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        role, _, seconds = item.partition("=")
+        try:
+            delay = float(seconds)
+        except ValueError:
+            raise PerfsanityError(f"{HOLD_PUBLISH_VAR}={raw!r}: {item!r} is not ROLE=SECONDS") from None
+        if not 0 <= delay <= job.config.timeouts.server_ready:
+            raise PerfsanityError(f"{HOLD_PUBLISH_VAR}={raw!r}: {delay:g}s is outside 0..timeouts.server_ready")
+        if role == job.role:
+            job.log(f"{HOLD_PUBLISH_VAR}: holding the publish back {delay:g}s")
+            time.sleep(delay)
 
 
 def spec_ports(job: Job, spec: ServerSpec) -> dict[str, str]:

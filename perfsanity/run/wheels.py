@@ -15,8 +15,6 @@ import json
 import subprocess
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from perfsanity.common.errors import PerfsanityError
 from perfsanity.common.files import write_atomic
 from perfsanity.plan.prepare import check_wheels
@@ -49,6 +47,8 @@ def install_wheels(config: Config, job_dir: Path, python: str) -> Path | None:
     site.parent.mkdir(parents=True, exist_ok=True)
     want = {"wheels": list(wheels), "fingerprint": _fingerprint(wheels)}
     bound = config.timeouts.install
+    from filelock import FileLock, Timeout  # lazy: only jobs with environment.wheels pay its import
+
     try:
         with FileLock(str(site.parent / "install.lock"), timeout=bound):
             try:

@@ -48,7 +48,7 @@ from perfsanity.spec.preflight import Preflight
 Backend = Literal["trtllm", "sglang", "dynamo-sglang", "dynamo-mocker"]
 Mode = Literal["e2e", "gen_only", "gen_only_no_context"]
 #: ``benchmark.client`` values: the keys of ``perfsanity.load``'s registry (same conformance test)
-Client = Literal["aiperf", "sglang-bench-serving", "trtllm-benchmark-serving"]
+Client = Literal["aiperf", "sglang-bench-serving", "trtllm-benchmark-serving", "perfsanity"]
 Kind = Literal["disagg", "aggr"]
 
 MAX_TIMEOUT_S = 7 * 24 * 3600
@@ -330,7 +330,8 @@ class Benchmark(_Strict):
     benchmark_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
     streaming: bool = True
     dataset_file: str | None = None
-    client: Client = "aiperf"
+    client: Client | None = Field(default=None, description="unset: the lean built-in client 'perfsanity' where "
+                                  "the backend needs no GPU (CPU lanes) and no dataset_file is given, else aiperf")
     max_failed_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="fraction of requests")
     request_timeout_s: float = Field(default=600.0, gt=0, le=MAX_TIMEOUT_S)
     warmup_requests: int = Field(default=0, ge=0, le=100_000)
@@ -341,6 +342,13 @@ class Benchmark(_Strict):
     @classmethod
     def _conc(cls, v: Any) -> tuple[int, ...]:
         return _concurrency_list(v)
+
+    @model_validator(mode="after")
+    def _lean_client_has_no_dataset(self) -> Benchmark:
+        if self.client == "perfsanity" and self.dataset_file:
+            raise ValueError("client 'perfsanity' sends synthetic token-id prompts and reads no dataset_file; "
+                             "use client: aiperf for a dataset")
+        return self
 
     def num_prompts(self, concurrency: int) -> int:
         """Requests sent at one concurrency: concurrency × multi_round."""

@@ -16,7 +16,7 @@ from perfsanity.spec.config import Client
 #: the Protocol's data members and their types
 CAPABILITIES = typing.get_type_hints(BenchmarkClient)
 #: the tool each client needs installed (what run/install.py's CLIENT_TOOLS table said)
-OLD_TOOLS = {"aiperf": "aiperf", "sglang-bench-serving": None, "trtllm-benchmark-serving": None}
+OLD_TOOLS = {"aiperf": "aiperf", "sglang-bench-serving": None, "trtllm-benchmark-serving": None, "perfsanity": None}
 
 
 def test_registry_matches_config_literal():
