@@ -178,6 +178,14 @@ def test_output_kind_must_match_place(tmp_path) -> None:
     assert not (tmp_path / "aggr").exists()
 
 
+def test_unwritable_output_is_one_line(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = perfsanity("import", "srtctl", SRTCTL, "-o", blocker / "disagg" / "x.yaml")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("perfsanity: error: -o: cannot write ") and len(proc.stderr.splitlines()) == 1
+
+
 def test_aggregated_srtctl_goes_under_aggr(tmp_path) -> None:
     src = tmp_path / "agg.yaml"
     src.write_text("name: agg-job\nmodel: {path: /models/m, container: /c.sqsh, precision: bf16}\n"

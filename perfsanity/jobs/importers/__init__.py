@@ -172,7 +172,10 @@ def write(result: Imported, tool: str) -> str:
         raise ConfigError(None, "-o", f"{result.out} exists and is not a regular file")
     text = render(result, tool)
     check(result, text)
-    write_atomic(result.out, text)
+    try:
+        write_atomic(result.out, text)
+    except OSError as exc:
+        raise ConfigError(None, "-o", f"cannot write {result.out}: {exc.strerror or exc}") from None
     return text
 
 

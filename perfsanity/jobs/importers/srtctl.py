@@ -84,7 +84,8 @@ def _text(section: Mapping[str, Any], key: str, where: str, src: Path) -> str | 
     if value is None:
         return None
     if not isinstance(value, (str, int, float)) or isinstance(value, bool) or str(value).strip() == "":
-        raise ConfigError(str(src), f"{where}.{key}", f"bad value {value!r}: must be a non-empty string")
+        path = f"{where}.{key}" if where else key
+        raise ConfigError(str(src), path, f"bad value {value!r}: must be a non-empty string")
     return str(value)
 
 
@@ -257,8 +258,9 @@ def _benchmark(bench: Mapping[str, Any], src: Path, unmapped: list[Unmapped]) ->
     out: dict[str, Any] = {}
     btype = bench.get("type", "manual")
     if btype not in CLIENTS:
-        unmapped.append(Unmapped("benchmark.type", f"{btype!r} has no perfsanity equivalent; the config runs "
-                                                   "the default concurrency benchmark"))
+        given = "" if "type" in bench else " (srtctl's default)"
+        unmapped.append(Unmapped("benchmark.type", f"{btype!r}{given} has no perfsanity equivalent; the config "
+                                                   "runs the default concurrency benchmark"))
     else:
         out["client"] = CLIENTS[btype]
     for key, target in (("isl", "input_length"), ("osl", "output_length")):
@@ -281,8 +283,8 @@ def _check_topology(result: Imported, counts: Mapping[str, tuple[int, int]], res
     topo = build_topology(config)
     src_gpus = sum(n * g for n, g in counts.values())
     explicit = any(res.get(f"gpus_per_{r}") is not None for r in ("prefill", "decode", "agg"))
-    src_nodes = (sum(int(res.get(k) or 0) for k in ("agg_nodes",)) if agg
-                 else int(res.get("prefill_nodes") or 0) + int(res.get("decode_nodes") or 0))
+    node_keys = ("agg_nodes",) if agg else ("prefill_nodes", "decode_nodes")
+    src_nodes = sum(int(res.get(k) or 0) for k in node_keys)
     got = {kind: len(topo.of_kind(kind)) for kind in counts}
     want = {kind: n for kind, (n, _) in counts.items()}
     if got != want or topo.total_gpus != src_gpus or (not explicit and topo.total_nodes != src_nodes):
