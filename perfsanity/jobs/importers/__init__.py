@@ -23,7 +23,7 @@ from perfsanity.common.errors import ConfigError
 from perfsanity.common.files import write_atomic
 from perfsanity.common.redact import redact_data
 from perfsanity.engines import facts
-from perfsanity.engines.sglang import HARNESS_OWNED, match_option
+from perfsanity.engines.sglang import HARNESS_OWNED
 from perfsanity.jobs.sweep import load_sweep, validate_points
 from perfsanity.plan.prepare import prepare_direct
 from perfsanity.spec.config import kind_of
@@ -100,7 +100,7 @@ def map_sglang_flags(section: Any, where: str, options: frozenset[str], release:
             if snake in HARNESS_OWNED:
                 unmapped.append(Unmapped(path, "set by the harness from the topology"))
                 continue
-            how, _ = match_option("--" + flag, options)
+            how, _ = facts.match_option("--" + flag, options)
             if how != "exact":
                 unmapped.append(Unmapped(path, f"--{flag} is not an option of sglang {release}"))
                 continue
