@@ -404,6 +404,53 @@ def cmd_trend(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- import
+
+
+def _add_import(sub: Any) -> None:
+    p = sub.add_parser(
+        "import", help="write a perfsanity config from an srtctl job or a Dynamo sweep file",
+        description="Translate another tool's file into an equivalent perfsanity test config (or a config with "
+        "a sweep: block), checked as submit.py --dry-run checks it, and print every source key that did not map "
+        "(docs/import.md).",
+    )
+    isub = p.add_subparsers(dest="import_cmd", metavar="{srtctl,dynamo-sweep}", required=True)
+    out_help = ("output YAML; its place gives the kind (a directory named 'aggr' for aggregated jobs). "
+                "Default: $PERFSANITY_OUT (else out)/import/<disagg|aggr>/<name>.yaml")
+    s = subcommand(isub, "srtctl", cmd_import_srtctl, help="an srtctl job YAML (srt-slurm) -> one test config")
+    s.add_argument("file", metavar="FILE", help="srtctl job YAML")
+    s.add_argument("-o", "--out", metavar="OUT", help=out_help)
+    d = subcommand(isub, "dynamo-sweep", cmd_import_dynamo_sweep,
+                   help="a Dynamo SGLang SLURM sweep file -> a test config with a sweep: block")
+    d.add_argument("file", metavar="FILE", help="Dynamo sweep YAML (slurm: and sglang: lists)")
+    d.add_argument("-o", "--out", metavar="OUT", help=out_help)
+    d.add_argument("--gpus-per-node", type=positive_int, default=8, metavar="N",
+                   help="GPUs per node (not in the sweep file; default 8, Dynamo's default)")
+    d.add_argument("--model-name", metavar="NAME", help="metadata.model_name (default: the file's stem)")
+    d.add_argument("--model-path", metavar="PATH", help="environment.model_path (default: unset)")
+
+
+def _print_import(result: Any, tool: str) -> int:
+    from perfsanity.jobs.importers import format_report, write
+
+    write(result, tool)
+    print("\n".join(format_report(result)))
+    return 0
+
+
+def cmd_import_srtctl(args: argparse.Namespace) -> int:
+    from perfsanity.jobs.importers.srtctl import TOOL, import_srtctl
+
+    return _print_import(import_srtctl(args.file, args.out), TOOL)
+
+
+def cmd_import_dynamo_sweep(args: argparse.Namespace) -> int:
+    from perfsanity.jobs.importers.dynamo_sweep import TOOL, import_dynamo_sweep
+
+    return _print_import(import_dynamo_sweep(args.file, args.out, gpus_per_node=args.gpus_per_node,
+                                             model_name=args.model_name, model_path=args.model_path), TOOL)
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -417,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     from perfsanity.jobs import jobdir
 
     for add in (jobdir.register, _add_report, _add_history, _add_compare, _add_baseline, _add_gate, _add_collect,
-                _add_trend, _add_invalidate):
+                _add_trend, _add_invalidate, _add_import):
         add(sub)
     parser.subparsers = sub  # type: ignore[attr-defined]  # for code that adds more subcommands
     return parser
