@@ -135,6 +135,10 @@ class Backend(Protocol):
     #: ETCD_ENDPOINTS / NATS_SERVER) and ``config.frontend`` (several routers behind nginx); False = both
     #: sections must keep their defaults (a submit-time error otherwise)
     uses_job_infra: bool
+    #: (start path, stop path) the BENCHMARK POSTs to every worker's published address around each
+    #: ``profiling.windows`` point (SGLang's /start_profile, /stop_profile); None = no such endpoints
+    #: (``profiling.windows`` is then a submit-time error)
+    profiler_endpoints: tuple[str, str] | None
 
     def services(self, host: str, config: Config) -> Mapping[str, ServerSpec]:
         """Job-wide service processes this config needs, started by DISAGG_SERVER before it waits for
@@ -178,6 +182,7 @@ class BackendBase(ABC):
     has_default_model: bool = False
     service_env: Mapping[str, str] = MappingProxyType({})
     uses_job_infra: bool = False
+    profiler_endpoints: tuple[str, str] | None = None
 
     def services(self, host: str, config: Config) -> Mapping[str, ServerSpec]:
         return {}
@@ -224,6 +229,8 @@ def cli_flags(options: Mapping[str, object], *, skip: tuple[str, ...] = ()) -> l
 
 #: the job-dir folder profiler outputs go to (nsys reports, torch traces)
 PROFILES_DIR = "profiles"
+#: SGLang's torch-profiler endpoints (python/sglang/srt/entrypoints/http_server.py; facts/profiling.yaml)
+SGLANG_PROFILER_ENDPOINTS = ("/start_profile", "/stop_profile")
 
 
 def nsys_prefix(config: Config, role: str, job_dir: Path) -> list[str]:
