@@ -405,6 +405,10 @@ class Profiling(_Strict):
     torch_profiler: bool = False
     profile_start_iter: int = Field(default=10, ge=0)
     profile_stop_iter: int = Field(default=20, ge=0)
+    #: TensorRT-LLM's per-kind TLLM_PROFILE_START_STOP ("10-30"; upstream's names in
+    #: examples/disaggregated/slurm/benchmark/config.yaml); unset: profile_start_iter-profile_stop_iter
+    ctx_profile_range: str | None = Field(default=None, pattern=r"^[0-9]+-[0-9]+$")
+    gen_profile_range: str | None = Field(default=None, pattern=r"^[0-9]+-[0-9]+$")
     #: benchmark points (``c<concurrency>``) over which the BENCHMARK drives the engine's torch
     #: profiler through its HTTP endpoints (SGLang's /start_profile and /stop_profile)
     windows: tuple[str, ...] = ()

@@ -65,12 +65,12 @@ def test_trtllm_nsys_golden_wraps_every_worker_with_the_iteration_window():
     def argv_of(text: str) -> list[str]:
         return [w.strip().strip("'") for w in text.split("argv:\n", 1)[1].split("env:\n", 1)[0].splitlines()]
 
-    for role in ("CTX_0", "GEN_0"):
+    for role, window in (("CTX_0", "10-30"), ("GEN_0", "200-250")):  # ctx_/gen_profile_range
         text = rendered[f"{role}.txt"]
         argv = argv_of(text)
         assert argv[:2] == ["nsys", "profile"] and "cudaProfilerApi" in argv
         assert argv.index("trtllm-llmapi-launch") > argv.index("cudaProfilerApi")  # nsys wraps the launcher
-        assert "TLLM_PROFILE_START_STOP=200-250" in text and "TLLM_PROFILE_RECORD_GC=1" in text
+        assert f"TLLM_PROFILE_START_STOP={window}" in text and "TLLM_PROFILE_RECORD_GC=1" in text
     assert "nsys" not in argv_of(rendered["DISAGG_SERVER.txt"])  # the router is not profiled
 
 
@@ -98,6 +98,7 @@ def test_windows_need_a_backend_with_profiler_endpoints(make_config):
     ({"torch_profiler": True, "windows": ["c3"]}, "not in benchmark.concurrency_list"),
     ({"torch_profiler": True, "windows": ["8"]}, "c<concurrency>"),
     ({"windows": ["c1"]}, "needs profiling.torch_profiler"),
+    ({"ctx_profile_range": "10..30"}, "ctx_profile_range"),
 ])
 def test_bad_windows_are_config_errors(make_config, profiling, needle):
     with pytest.raises(ConfigError) as err:

@@ -60,8 +60,8 @@ def test_accuracy_step_scores_and_a_forced_threshold_fails_its_case(jobs):
     assert bad.json("results.json")["status"] == "passed"  # the perf measurement stays valid
     tail = bad.stdout.rstrip().splitlines()
     assert tail[-1].split("] ", 1)[-1].startswith("FAILED"), bad.stdout[-2000:]
-    assert any("accuracy tiny_arith: exact_match,strip" in line and "< threshold 1" in line for line in tail[-40:]), \
-        bad.stdout[-3000:]
+    why = "accuracy tiny_arith: exact_match,strip 0 < threshold 1"
+    assert f"FAILED: {why}" in tail and f"=== perfsanity triage: {why}" in tail, bad.stdout[-3000:]  # says why
 
 
 @pytest.mark.slow
