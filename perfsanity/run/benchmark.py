@@ -6,7 +6,8 @@ after the last point, with ``accuracy.enable_accuracy_test``, it runs lm-eval ag
 (:mod:`perfsanity.run.accuracy`). Both are recorded in ``results.json``.
 
 It writes ``results.json`` (after every concurrency, and once more at the end with the validity
-failures and the status) and ``rendezvous/benchmark.status``, and nothing else: no gate, no history,
+failures and the status) and ``rendezvous/benchmark.status`` (lm-eval keeps its own output in
+``accuracy/``), and nothing else: no gate, no history,
 no junit, no report — those are the submit side's (:mod:`perfsanity.results.pipeline`), so a compute
 node needs no history-database credentials. Its exit code means only "valid measurement".
 """
