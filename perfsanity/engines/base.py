@@ -135,6 +135,10 @@ class Backend(Protocol):
     #: ETCD_ENDPOINTS / NATS_SERVER) and ``config.frontend`` (several routers behind nginx); False = both
     #: sections must keep their defaults (a submit-time error otherwise)
     uses_job_infra: bool
+    #: (start path, stop path) the BENCHMARK POSTs to every worker's published address around each
+    #: ``profiling.windows`` point (SGLang's /start_profile, /stop_profile); None = no such endpoints
+    #: (``profiling.windows`` is then a submit-time error)
+    profiler_endpoints: tuple[str, str] | None
     #: path on the router that lists the workers it has discovered ("" = the router is started with the
     #: workers' addresses, so it discovers nothing; readiness is then every publish + a 1-token completion)
     discovery_path: str
@@ -187,6 +191,7 @@ class BackendBase(ABC):
     service_env: Mapping[str, str] = MappingProxyType({})
     uses_job_infra: bool = False
     discovery_path: str = ""
+    profiler_endpoints: tuple[str, str] | None = None
 
     def discovered_workers(self, body: bytes) -> Mapping[str, int]:
         return {}
@@ -236,6 +241,8 @@ def cli_flags(options: Mapping[str, object], *, skip: tuple[str, ...] = ()) -> l
 
 #: the job-dir folder profiler outputs go to (nsys reports, torch traces)
 PROFILES_DIR = "profiles"
+#: SGLang's torch-profiler endpoints (python/sglang/srt/entrypoints/http_server.py; facts/profiling.yaml)
+SGLANG_PROFILER_ENDPOINTS = ("/start_profile", "/stop_profile")
 
 
 def nsys_prefix(config: Config, role: str, job_dir: Path) -> list[str]:

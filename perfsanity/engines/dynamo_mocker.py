@@ -20,7 +20,14 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from perfsanity.engines import facts, zmq_broker
-from perfsanity.engines.base import BackendBase, RouterContext, ServerSpec, WorkerContext, cli_flags
+from perfsanity.engines.base import (
+    SGLANG_PROFILER_ENDPOINTS,
+    BackendBase,
+    RouterContext,
+    ServerSpec,
+    WorkerContext,
+    cli_flags,
+)
 from perfsanity.engines.dynamo_runtime import FrontendDiscovery, runtime_env
 from perfsanity.spec.config import Config
 from perfsanity.spec.infra import Infra
@@ -84,6 +91,9 @@ class DynamoMockerBackend(FrontendDiscovery, BackendBase):
     has_default_model = True
     #: etcd / NATS / several frontends behind nginx per ``config.infra`` and ``config.frontend``
     uses_job_infra = True
+    #: the CPU stand-in gets SGLang's profiler calls, so their timing around the benchmark windows is
+    #: tested end to end; its status server does not serve them (the answer, a 404, is recorded)
+    profiler_endpoints = SGLANG_PROFILER_ENDPOINTS
     #: the frontend discovers workers through the shared discovery dir: it starts with them
     router_needs_worker_addresses = False
     #: job service -> env var: every worker and the frontend connect to the job's event-plane broker

@@ -49,6 +49,7 @@ from perfsanity.common.errors import ConfigError
 from perfsanity.engines import facts
 from perfsanity.engines.base import (
     PROFILES_DIR,
+    SGLANG_PROFILER_ENDPOINTS,
     BackendBase,
     RouterContext,
     ServerSpec,
@@ -222,6 +223,8 @@ def check_engine_keys(config: Config, source: str | None, *, default_release: st
 
 class SglangBackend(BackendBase):
     name = "sglang"
+    #: each worker's HTTP server takes the torch profiler's start/stop (profiling.windows)
+    profiler_endpoints = SGLANG_PROFILER_ENDPOINTS
 
     def validate(self, config: Config, source: str | None) -> None:
         check_engine_keys(config, source)

@@ -1,6 +1,6 @@
 """Isolated, pinned virtual environments for the external tools the CPU stand-in runs.
 
-Each tool (Dynamo's frontend + mocker, and the aiperf load generator) lives in its own venv under
+Each tool (Dynamo's frontend + mocker, the aiperf load generator, lm-eval for the accuracy step) lives in its own venv under
 ``$PERFSANITY_HOME/venvs/<name>-<version>`` (default ``~/.cache/perfsanity``), so the tools never
 share dependencies with each other or with the harness, and fresh clones of the repo reuse them.
 
@@ -10,8 +10,8 @@ share dependencies with each other or with the harness, and fresh clones of the 
   the others wait, bounded by ``PERFSANITY_INSTALL_TIMEOUT`` seconds (default 1200).
 * A venv is trusted only once its ``.perfsanity-complete`` marker exists. The marker is written
   atomically after a smoke import succeeded; a venv without it is deleted and installed again.
-* ``PERFSANITY_DYNAMO_PYTHON`` / ``PERFSANITY_AIPERF_PYTHON`` name an existing interpreter to use
-  instead; nothing is installed then.
+* ``PERFSANITY_DYNAMO_PYTHON`` / ``PERFSANITY_AIPERF_PYTHON`` / ``PERFSANITY_LM_EVAL_PYTHON`` name an
+  existing interpreter to use instead; nothing is installed then.
 
 Engine-parser venvs (``sglang``, ``sglang-router``, ``dynamo-sglang``) hold only what importing the
 engines' argument parsers needs; they are for tests/backends/test_engine_parsers.py and
@@ -161,6 +161,16 @@ TOOLS: dict[str, ToolSpec] = {
         smoke_code="import aiperf.cli",
         expected_minutes="~1.5 min",
     ),
+    # lm-eval's API model types (local-completions) need only its ``api`` extra; the base package has no
+    # torch/transformers since 0.4.10. The tasks read a local json dataset (perfsanity/load/lm_eval.py).
+    "lm-eval": ToolSpec(
+        name="lm-eval",
+        version="0.4.13",
+        dist="lm-eval",
+        pip_steps=(("lm-eval[api]==0.4.13",),),
+        smoke_code="import lm_eval.evaluator, lm_eval.models.openai_completions, datasets",
+        expected_minutes="~5.5 min",
+    ),
     "sglang": ToolSpec(
         name="sglang",
         version="0.5.23",
@@ -224,7 +234,7 @@ def perfsanity_home() -> Path:
 
 def override_var(name: str) -> str:
     """Name of the env var that points at a pre-existing interpreter for tool ``name``."""
-    return f"PERFSANITY_{name.upper()}_PYTHON"
+    return f"PERFSANITY_{name.upper().replace('-', '_')}_PYTHON"  # lm-eval: PERFSANITY_LM_EVAL_PYTHON
 
 
 def install_timeout() -> float:

@@ -129,12 +129,15 @@ def mode_env(config: Config, kind: str) -> dict[str, str]:
     return env
 
 
-def profile_range(config: Config) -> str:
+def profile_range(config: Config, kind: str = "") -> str:
+    """``TLLM_PROFILE_START_STOP`` of a worker kind: upstream's ``ctx_profile_range`` /
+    ``gen_profile_range`` when set, else ``profile_start_iter-profile_stop_iter``."""
     p = config.profiling
-    return f"{p.profile_start_iter}-{p.profile_stop_iter}"
+    per_kind = {"ctx": p.ctx_profile_range, "gen": p.gen_profile_range}.get(kind)
+    return per_kind or f"{p.profile_start_iter}-{p.profile_stop_iter}"
 
 
-def profiling(config: Config, role: str, job_dir: Path) -> tuple[list[str], dict[str, str]]:
+def profiling(config: Config, role: str, job_dir: Path, kind: str = "") -> tuple[list[str], dict[str, str]]:
     """(argv prefix, env) for ``profiling.nsys_on`` / ``profiling.torch_profiler``.
 
     nsys writes one report per MPI rank: ``%q{SLURM_PROCID}`` is expanded by nsys itself.
@@ -144,13 +147,13 @@ def profiling(config: Config, role: str, job_dir: Path) -> tuple[list[str], dict
     env: dict[str, str] = {}
     if p.nsys_on:
         env.update(
-            TLLM_PROFILE_START_STOP=profile_range(config),
+            TLLM_PROFILE_START_STOP=profile_range(config, kind),
             TLLM_PROFILE_RECORD_GC="1",
             TLLM_NVTX_DEBUG="1",
             NSYS_MPI_STORE_TEAMS_PER_RANK="1",
         )
     if p.torch_profiler:
-        env["TLLM_PROFILE_START_STOP"] = profile_range(config)
+        env["TLLM_PROFILE_START_STOP"] = profile_range(config, kind)
         env["TLLM_TORCH_PROFILE_TRACE"] = str(job_dir / PROFILES_DIR / f"{role}.torch_trace.json")
     return prefix, env
 
@@ -210,7 +213,7 @@ class TrtllmBackend(BackendBase):
         port = 0 if caps["port_zero"] else FIXED_PORT_BASE + placement.gpu_offset
         report = ["--report_addr", str(addr_file)] if caps["report_addr"] and port == 0 else []
 
-        prefix, env = profiling(config, role, ctx.job_dir)
+        prefix, env = profiling(config, role, ctx.job_dir, kind)
         env = {**mode_env(config, kind), **env}
         argv = [
             *prefix,

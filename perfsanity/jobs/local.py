@@ -43,16 +43,17 @@ def run_local(job: PreparedJob) -> int:
 
 def _report(job: PreparedJob, verdict: int) -> int:
     results_path = job.job_dir / "results.json"
+    why: list[str] = []
     if results_path.exists():
         result = RunResult.read(results_path)
         if result.results:
             print("\n" + format_table(result.results))
+        why = [a.verdict_text() for a in result.accuracy if not a.passed]
     if verdict != 0:
         # keep the benchmark's own, more specific reason when it wrote one
-        reason = ""
         status = Rendezvous(job.job_dir / "rendezvous").status()
         if status and status.get("failures"):
-            reason = "; ".join(status["failures"])
-        print(format_report(triage(job.job_dir, reason=reason or f"job failed (exit code {verdict})")))
+            why = [*status["failures"], *why]
+        print(format_report(triage(job.job_dir, reason="; ".join(why) or f"job failed (exit code {verdict})")))
     _say(f"{'PASSED' if verdict == 0 else 'FAILED'}: results {results_path}, junit {job.job_dir / 'junit.xml'}")
     return verdict

@@ -71,6 +71,51 @@ class ConcurrencyResult(BaseModel):
         return flatten(self).get(name)
 
 
+class AccuracyResult(BaseModel):
+    """One accuracy task (lm-eval, after the perf run) against the same front door."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str
+    metric: str | None = Field(default=None, description="lm-eval's result key, e.g. exact_match,none")
+    score: float | None = Field(default=None, description="None: lm-eval did not produce one (see error)")
+    threshold: float | None = Field(default=None, description="accuracy.threshold; None: not judged")
+    samples: int | None = Field(default=None, ge=0, description="examples evaluated")
+    error: str | None = Field(default=None, description="why there is no score (lm-eval failed or timed out)")
+    raw_path: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        """A score exists and, with a threshold, reaches it."""
+        if self.error is not None or self.score is None:
+            return False
+        return self.threshold is None or self.score >= self.threshold
+
+    def verdict_text(self) -> str:
+        if self.error is not None or self.score is None:
+            return f"accuracy {self.task}: no score ({self.error or 'lm-eval wrote none'})"
+        judged = "not judged (no accuracy.threshold)" if self.threshold is None else (
+            f"{'>=' if self.passed else '<'} threshold {self.threshold:g}")
+        return f"accuracy {self.task}: {self.metric} {self.score:.4g} {judged}"
+
+
+class ProfilerCall(BaseModel):
+    """One torch-profiler start/stop request of a ``profiling.windows`` point, answered or not."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window: str  # the benchmark point, c<concurrency>
+    action: Literal["start", "stop"]
+    role: str
+    url: str
+    sent_at: float  # Unix time
+    answered_at: float  # Unix time the answer (or the failure) came
+    status: int | None = Field(default=None, description="HTTP status; None: no answer (the reason is in answer)")
+    answer: str = ""
+
+
 class RunResult(BaseModel):
     """All concurrencies of one test run, plus what identifies the run."""
 
@@ -84,6 +129,10 @@ class RunResult(BaseModel):
     results: tuple[ConcurrencyResult, ...] = ()
     status: Literal["passed", "failed", "incomplete"] = "incomplete"
     failures: tuple[str, ...] = ()
+    accuracy: tuple[AccuracyResult, ...] = Field(
+        default=(), description="accuracy.enable_accuracy_test: one per task; judged on the submit side")
+    profiler_calls: tuple[ProfilerCall, ...] = Field(
+        default=(), description="profiling.windows: the torch profiler's start/stop requests and their answers")
 
     def write(self, path: Path) -> None:
         """Write as JSON, atomically (tmp file + rename)."""

@@ -34,6 +34,12 @@ from perfsanity.spec.config import Config
 from perfsanity.spec.topology import Topology
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def repo_path(raw: str) -> Path:
+    """A config's path value: absolute as given, relative to the repo otherwise (e.g. ``accuracy.task_dir``)."""
+    path = Path(raw)
+    return path if path.is_absolute() else REPO_ROOT / path
 DRAFT_LAUNCH = REPO_ROOT / "jenkins/scripts/perf/disaggregated/slurm_launch_draft.sh"
 # run_cache_transceiver_precheck (the preflight), spliced in above the draft as upstream splices its own
 PREFLIGHT_SH = REPO_ROOT / "jenkins/scripts/perf/disaggregated/slurm_preflight.sh"

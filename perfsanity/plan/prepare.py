@@ -52,6 +52,7 @@ from perfsanity.plan.launch import (
     read_srun_args_file,
     render_launch_sh,
     render_prefix,
+    repo_path,
 )
 from perfsanity.spec import upstream
 from perfsanity.spec.cluster import ClusterDefaults
@@ -319,11 +320,28 @@ def check_needed(config: Config, *, direct: bool) -> None:
                 raise ConfigError(config.source, key, f"backend {backend.name} has no job etcd/NATS or frontends "
                                   "behind nginx; only dynamo-mocker and dynamo-sglang take this section")
     check_wheels(config)
+    check_accuracy_and_profiling(config)
     if direct:
         if config.container_image is None and "environment.container_image" in unset:
             config.require("environment.container_image")
         if config.container_image and config.container_mounts is None and "environment.container_mount" in unset:
             config.require("environment.container_mount")
+
+
+def check_accuracy_and_profiling(config: Config) -> None:
+    """Submit-time checks: ``accuracy.task_dir`` is a folder (relative: to the repo) holding task YAMLs;
+    ``profiling.windows`` needs a backend with torch-profiler endpoints."""
+    acc = config.accuracy
+    if acc.enable_accuracy_test and acc.task_dir is not None:
+        path = repo_path(acc.task_dir)
+        if not path.is_dir() or not any(path.glob("*.yaml")):
+            raise ConfigError(config.source, "accuracy.task_dir",
+                              f"{acc.task_dir!r} ({path}) is not a folder of lm-eval task YAMLs")
+    backend = get_backend(config.metadata.backend)
+    if config.profiling.windows and backend.profiler_endpoints is None:
+        raise ConfigError(config.source, "profiling.windows",
+                          f"backend {backend.name} has no torch-profiler HTTP endpoints; its profiler runs over "
+                          "profiling.profile_start_iter..profile_stop_iter instead")
 
 
 def check_wheels(config: Config) -> None:

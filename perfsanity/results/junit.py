@@ -9,6 +9,8 @@ Representation (what Jenkins shows):
   regression is recorded (history, gate.json) but must not fail the nightly; a ``<failure>`` would.
   Consumers find warnings by the ``verdict`` property.
 * ``NO_BASELINE`` / ``NO_VALUE`` → ``<skipped>``: the check could not run.
+* an accuracy task (``accuracy.<task>``, classname ``….accuracy``) → passing with its score, or
+  ``<failure type="AccuracyBelowThreshold">`` (``AccuracyError`` when lm-eval gave no score).
 * a role failure (GEN_0, CTX_1, DISAGG_SERVER, BENCHMARK, …) → ``<failure type="RoleFailure">`` with the
   details (log tail) as the failure body. The submit side's pipeline adds ``GATE`` (the gate could not
   run) and ``JOB`` (why the job ended — "SLURM job 12 ended CANCELLED" — when no role says it) the same way.
@@ -30,6 +32,7 @@ from pathlib import Path
 from perfsanity.common.errors import ConfigError
 from perfsanity.common.files import write_atomic
 from perfsanity.common.redact import redact
+from perfsanity.load.results_json import AccuracyResult
 from perfsanity.results.gate import GateReport, MetricVerdict, Verdict
 
 RoleFailure = tuple[str, str, str]  # (name, message, details)
@@ -128,6 +131,26 @@ def role_failure_testcases(failures: Sequence[RoleFailure], *, config_name: str)
     return cases
 
 
+def accuracy_testcases(results: Sequence[AccuracyResult], *, config_name: str) -> list[ET.Element]:
+    """One testcase per accuracy task: passing when it scored and reached ``accuracy.threshold`` (or has
+    none), failing otherwise (``AccuracyBelowThreshold``; ``AccuracyError`` when lm-eval gave no score)."""
+    cases = []
+    for r in results:
+        case = ET.Element("testcase", name=clean(f"accuracy.{r.task}"), classname=classname(config_name, "accuracy"),
+                          time="0" if r.started_at is None or r.ended_at is None else f"{r.ended_at - r.started_at:.1f}")
+        _props(case, [("task", r.task), ("metric", r.metric), ("score", r.score), ("threshold", r.threshold),
+                      ("samples", r.samples), ("verdict", "PASS" if r.passed else "FAIL"), ("raw_path", r.raw_path)])
+        text = r.verdict_text()
+        if r.passed:
+            ET.SubElement(case, "system-out").text = clean(text)
+        else:
+            kind = "AccuracyError" if r.score is None else "AccuracyBelowThreshold"
+            fail = ET.SubElement(case, "failure", message=clean(text, 2000, secrets=True), type=kind)
+            fail.text = clean(r.error or text, MAX_DETAILS, secrets=True)
+        cases.append(case)
+    return cases
+
+
 def _suite(name: str, cases: Sequence[ET.Element], properties: Sequence[tuple[str, object]]) -> ET.Element:
     suite = ET.Element("testsuite", name=clean(name))
     if properties:
@@ -166,9 +189,10 @@ def write_junit(
     config_name: str,
     report: GateReport | None = None,
     role_failures: Sequence[RoleFailure] = (),
+    accuracy: Sequence[AccuracyResult] = (),
 ) -> Path:
-    """Write a fresh junit file: a ``perf-gate`` suite (if ``report``) and a ``roles`` suite (if any
-    role failed)."""
+    """Write a fresh junit file: a ``perf-gate`` suite (if ``report``), an ``accuracy`` suite (if the
+    accuracy step ran) and a ``roles`` suite (if any role failed)."""
     root = ET.Element("testsuites", name=clean(f"perfsanity {config_name}"))
     if report is not None:
         cases = [gate_testcase(v, config_name) for v in report.verdicts]
@@ -176,6 +200,9 @@ def write_junit(
                  ("pre_merge", str(report.pre_merge).lower()), ("history", report.history or ""),
                  ("regressions", ",".join(v.name for v in report.regressions))]
         root.append(_suite(f"perf-gate.{_base(config_name)}", cases, props))
+    if accuracy:
+        root.append(_suite(f"accuracy.{_base(config_name)}", accuracy_testcases(accuracy, config_name=config_name),
+                           []))
     if role_failures:
         root.append(_suite(f"roles.{_base(config_name)}",
                            role_failure_testcases(role_failures, config_name=config_name), []))

@@ -12,10 +12,11 @@ Contract:
 * Output: ``gate.json`` + ``gate_junit.xml`` + history records (via :func:`gate_job`, when any
   concurrency finished), ``junit.xml`` (gate testcases + one failing testcase per role failure, and
   a ``JOB`` testcase naming why the job ended when nothing else does, or when the launcher gave a
-  reason), ``report.html``, ``report.json`` (triage) and ``finalized.json`` (what this function
+  reason, and one ``accuracy.<task>`` testcase per accuracy task), ``report.html``, ``report.json`` (triage) and ``finalized.json`` (what this function
   returned).
 * Return: the final exit code — the job's own (non-zero: not a valid measurement) combined with the
-  gate's verdict (a pre-merge regression makes it 1).
+  gate's verdict (a pre-merge regression makes it 1) and the accuracy step's (a task below
+  ``accuracy.threshold``, or without a score, makes it 1; the perf points stay valid).
 * Idempotent: it may run again (``perfsanity collect DIR`` after ``submit.py --wait``, or an L0 job
   that finalised in the allocation): outputs are rewritten, history is never recorded twice
   (``history_records.json``), so nothing is uploaded twice.
@@ -171,7 +172,12 @@ def finalize(job_dir: Path, *, job_exit_code: int, reason: str = "",
         found = triage(job_dir, reason=why)
         name = "JOB" if reason or not found.get("failed_role") else found["failed_role"]
         failures.append((name, why, _details(found)))
-    write_junit(job_dir / JUNIT_FILE, config_name=config_name, report=report, role_failures=failures)
+    accuracy = run.accuracy if run is not None else ()
+    accuracy_failed = [a for a in accuracy if not a.passed]
+    for a in accuracy:
+        print(("" if a.passed else "FAILED: ") + a.verdict_text(), flush=True)
+    write_junit(job_dir / JUNIT_FILE, config_name=config_name, report=report, role_failures=failures,
+                accuracy=accuracy)
     try:
         from perfsanity.results.report.job import write_job_report
 
@@ -179,12 +185,16 @@ def finalize(job_dir: Path, *, job_exit_code: int, reason: str = "",
             write_job_report(job_dir)
     except (PerfsanityError, OSError, ValueError) as exc:
         print(f"warning: report.html not written: {exc}", flush=True)
-    triage(job_dir, reason="; ".join(f[1] for f in failures) if failures else "")
+    why = [f[1] for f in failures] + [a.verdict_text() for a in accuracy_failed]
+    triage(job_dir, reason="; ".join(why))
 
-    exit_code = job_exit_code or (1 if gate_failed or bad_results else 0)
+    exit_code = job_exit_code or (1 if gate_failed or bad_results or accuracy_failed else 0)
     final = {"exit_code": exit_code, "job_exit_code": job_exit_code, "reason": reason,
              "gate_verdict": report.verdict.value if report is not None else None,
-             "failures": [f[0] for f in failures], "settings": asdict(settings),
+             "failures": [f[0] for f in failures] + [f"accuracy.{a.task}" for a in accuracy_failed],
+             "accuracy": [{"task": a.task, "metric": a.metric, "score": a.score, "threshold": a.threshold,
+                           "passed": a.passed, "verdict": a.verdict_text()} for a in accuracy],
+             "settings": asdict(settings),
              "finalized": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     write_atomic(job_dir / FINAL_FILE, json.dumps(final, indent=2) + "\n")
     return exit_code

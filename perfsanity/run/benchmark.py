@@ -1,9 +1,13 @@
 """The BENCHMARK role: wait for the front door, check it serves, run the client ``benchmark.repeats``
 times per concurrency (their mean is the concurrency's result, each repeat kept inside it), keep
-every finished result, and always write the status file that stops the servers.
+every finished result, and always write the status file that stops the servers. Around the
+``profiling.windows`` points it drives the engine's torch profiler (:mod:`perfsanity.run.profiler_hooks`);
+after the last point, with ``accuracy.enable_accuracy_test``, it runs lm-eval against the same front door
+(:mod:`perfsanity.run.accuracy`). Both are recorded in ``results.json``.
 
 It writes ``results.json`` (after every concurrency, and once more at the end with the validity
-failures and the status) and ``rendezvous/benchmark.status``, and nothing else: no gate, no history,
+failures and the status) and ``rendezvous/benchmark.status`` (lm-eval keeps its own output in
+``accuracy/``), and nothing else: no gate, no history,
 no junit, no report — those are the submit side's (:mod:`perfsanity.results.pipeline`), so a compute
 node needs no history-database credentials. Its exit code means only "valid measurement".
 """
@@ -23,10 +27,12 @@ from perfsanity.common.waits import wait_until
 from perfsanity.load import get_client
 from perfsanity.load.base import ClientRun
 from perfsanity.load.repeats import combine
-from perfsanity.load.results_json import ConcurrencyResult, RunResult
+from perfsanity.load.results_json import ConcurrencyResult, ProfilerCall, RunResult
 from perfsanity.load.summary import format_table
 from perfsanity.load.validity import check as validity_check
 from perfsanity.load.validity import cores_needed, mark
+from perfsanity.run import profiler_hooks
+from perfsanity.run.accuracy import run_accuracy
 from perfsanity.run.job import Job, client_model_name, client_name, model_path, resolve_argv
 from perfsanity.spec.config import DEFAULT_REPEATS
 
@@ -230,6 +236,7 @@ def run_benchmark(job: Job) -> None:
     rdv = job.rendezvous
     results: list[ConcurrencyResult] = []
     failures: list[str] = []
+    calls: list[ProfilerCall] = []
     status = "failed"
     run_result = RunResult(config_name=cfg.name, backend=cfg.metadata.backend, mode=bench.mode,
                            total_gpus=job.topology.total_gpus)
@@ -241,13 +248,19 @@ def run_benchmark(job: Job) -> None:
         job.log(f"{url} serves {model!r} ({ready_s:.1f}s after the benchmark started)")
         tokenizer = model_path(job)
         for conc in bench.concurrency_list:
-            result, problems = run_repeats(job, url, model, tokenizer, conc)
+            try:
+                with profiler_hooks.window(job, conc, calls):
+                    result, problems = run_repeats(job, url, model, tokenizer, conc)
+            finally:
+                run_result = run_result.model_copy(update={"profiler_calls": tuple(calls)})
             results.append(result)
             failures.extend(problems)
             run_result = run_result.model_copy(update={"results": tuple(results), "failures": tuple(failures)})
             run_result.write(job.job_dir / "results.json")
             print(format_table(results), flush=True)
         say_saturation(job, results)
+        if cfg.accuracy.enable_accuracy_test:
+            run_result = run_result.model_copy(update={"accuracy": run_accuracy(job, url, model)})
         status = "failed" if failures else "passed"
     except (PerfsanityError, KeyboardInterrupt) as exc:
         msg = str(exc) if not isinstance(exc, KeyboardInterrupt) else "interrupted (SIGTERM/SIGINT)"

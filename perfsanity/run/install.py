@@ -13,19 +13,20 @@ from pathlib import Path
 
 from perfsanity.common.errors import PerfsanityError
 from perfsanity.engines import get_backend
-from perfsanity.load import get_client
+from perfsanity.load import get_client, lm_eval
 from perfsanity.run.job import client_name, resolve_argv
 from perfsanity.run.wheels import install_wheels
 from perfsanity.spec.cluster import cluster_from_env_or_arg
 from perfsanity.spec.config import load_config
 
 
-def tools_for(backend: str, client: str) -> list[str]:
-    """The tooling envs a job of ``backend`` benchmarked with ``client`` needs, in install order."""
+def tools_for(backend: str, client: str, *, accuracy: bool = False) -> list[str]:
+    """The tooling envs a job of ``backend`` benchmarked with ``client`` needs, in install order (with
+    ``accuracy``: lm-eval's too, for the accuracy step)."""
     tools = list(get_backend(backend).tools)
-    tool = get_client(client).tool
-    if tool is not None and tool not in tools:
-        tools.append(tool)
+    for tool in (get_client(client).tool, lm_eval.TOOL if accuracy else None):
+        if tool is not None and tool not in tools:
+            tools.append(tool)
     return tools
 
 
@@ -38,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(os.environ["PERFSANITY_CONFIG"], cluster=cluster_from_env_or_arg(None))
         from perfsanity.engines.tooling import ensure_tool
 
-        for tool in tools_for(config.metadata.backend, client_name(config)):
+        for tool in tools_for(config.metadata.backend, client_name(config),
+                              accuracy=config.accuracy.enable_accuracy_test):
             env = ensure_tool(tool)
             print(f"[install] {tool} {env.version}: {env.python}", flush=True)
         if config.environment.wheels:

@@ -355,17 +355,56 @@ class Benchmark(_Strict):
         return concurrency * self.multi_round
 
 
+_LM_EVAL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_WINDOW_RE = re.compile(r"^c([1-9][0-9]*)$")
+
+
 class Accuracy(_Strict):
+    """lm-eval after the perf run (perfsanity.load.lm_eval). ``enable_accuracy_test``, ``model``,
+    ``tasks``, ``model_args_extra`` and ``env_var`` are upstream's names; the rest are ours."""
+
     enable_accuracy_test: bool = False
-    model: str = "local-completions"
+    model: Literal["local-completions", "local-chat-completions"] = "local-completions"
     tasks: str = "gsm8k"
     model_args_extra: str = ""
     env_var: tuple[EnvAssignment, ...] = ()
+    #: a folder of lm-eval task YAMLs (lm-eval's ``--include_path``), repo-relative or absolute; the
+    #: datasets they name must be local files (nothing is downloaded at run time)
+    task_dir: str | None = None
+    #: pass when the score is >= this (a fraction, 0..1); unset: the score is recorded, not judged
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    #: which of lm-eval's result keys is the score, as lm-eval names it (``<metric>,<filter>``, e.g.
+    #: ``exact_match,none``); unset: the task's first non-stderr metric
+    metric: str | None = None
+    limit: int | None = Field(default=None, ge=1, le=1_000_000, description="examples per task (lm-eval --limit)")
+    timeout_s: int = Field(default=1800, ge=1, le=MAX_TIMEOUT_S, description="bound of the whole lm-eval run")
 
     @field_validator("env_var", mode="before")
     @classmethod
     def _env(cls, v: Any) -> tuple[EnvAssignment, ...]:
         return _env_field(v)
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: str) -> str:
+        names = [t.strip() for t in v.split(",")]
+        if not all(names) or not all(_LM_EVAL_NAME.match(t) for t in names):
+            raise ValueError(f"must be comma-separated lm-eval task names (letters, digits, _ . -), got {v!r}")
+        return ",".join(names)
+
+    @field_validator("model_args_extra")
+    @classmethod
+    def _model_args(cls, v: str) -> str:
+        for item in filter(None, (p.strip() for p in v.split(","))):
+            key = item.split("=", 1)[0]
+            if "=" not in item or key in ("base_url", "model"):
+                raise ValueError(f"must be key=value pairs other than base_url/model (the harness sets those), "
+                                 f"got {item!r}")
+        return v
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(self.tasks.split(","))
 
 
 class Profiling(_Strict):
@@ -374,12 +413,39 @@ class Profiling(_Strict):
     torch_profiler: bool = False
     profile_start_iter: int = Field(default=10, ge=0)
     profile_stop_iter: int = Field(default=20, ge=0)
+    #: TensorRT-LLM's per-kind TLLM_PROFILE_START_STOP ("10-30"; upstream's names in
+    #: examples/disaggregated/slurm/benchmark/config.yaml); unset: profile_start_iter-profile_stop_iter
+    ctx_profile_range: str | None = Field(default=None, pattern=r"^[0-9]+-[0-9]+$")
+    gen_profile_range: str | None = Field(default=None, pattern=r"^[0-9]+-[0-9]+$")
+    #: benchmark points (``c<concurrency>``) over which the BENCHMARK drives the engine's torch
+    #: profiler through its HTTP endpoints (SGLang's /start_profile and /stop_profile)
+    windows: tuple[str, ...] = ()
+
+    @field_validator("windows", mode="before")
+    @classmethod
+    def _windows(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.split()
+        return v
+
+    @field_validator("windows")
+    @classmethod
+    def _window_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [w for w in v if not _WINDOW_RE.match(w)]
+        if bad:
+            raise ValueError(f"each window is a benchmark point c<concurrency> (e.g. c8), got {bad}")
+        return v
 
     @model_validator(mode="after")
     def _range(self) -> Profiling:
         if self.profile_stop_iter < self.profile_start_iter:
             raise ValueError("profile_stop_iter must be >= profile_start_iter")
+        if self.windows and not self.torch_profiler:
+            raise ValueError("profiling.windows needs profiling.torch_profiler: true")
         return self
+
+    def window_concurrencies(self) -> tuple[int, ...]:
+        return tuple(int(w[1:]) for w in self.windows)
 
 
 class Timeouts(_Strict):
@@ -415,6 +481,14 @@ class Config(_Strict):
     cache_transceiver_precheck: dict[str, Any] | None = None  # upstream's precheck settings; accepted, unused
     # keys whose value was a ``<...>`` placeholder and that nothing filled: key -> placeholder
     _placeholders: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _profile_windows(self) -> Config:
+        missing = [f"c{c}" for c in self.profiling.window_concurrencies() if c not in self.benchmark.concurrency_list]
+        if missing:
+            raise ValueError(f"profiling.windows {missing} are not in benchmark.concurrency_list "
+                             f"{list(self.benchmark.concurrency_list)}")
+        return self
 
     @model_validator(mode="after")
     def _roles(self) -> Config:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import inspect
 import shlex
+import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,10 +45,17 @@ OLD_TABLES = {
 
 
 def conforms(value: object, hint: object) -> bool:
-    """``isinstance`` for the annotation forms the protocol uses (str, bool, tuple[str, ...], Mapping[str, str])."""
+    """``isinstance`` for the annotation forms the protocol uses (str, bool, tuple[str, ...], tuple[str, str] | None,
+    Mapping[str, str])."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        return value is None
     if origin is None:
         return isinstance(value, hint) and (hint is not int or not isinstance(value, bool))
+    if origin in (typing.Union, types.UnionType):  # X | None
+        return any(conforms(value, a) for a in args)
+    if origin is tuple and args[-1:] != (Ellipsis,):  # tuple[str, str]: fixed length
+        return isinstance(value, tuple) and len(value) == len(args) and all(map(conforms, value, args))
     if origin is tuple:
         return isinstance(value, tuple) and all(conforms(v, args[0]) for v in value)
     if origin is Mapping or (isinstance(origin, type) and issubclass(origin, Mapping)):
@@ -68,7 +76,8 @@ def test_client_registry_matches_config_literal():
 def test_protocol_declares_the_capabilities():
     # the members role/install/launch/testcases code relies on; a rename here must be deliberate
     assert set(CAPABILITIES) == {"name", "tools", "ranks_per_gpu", "needs_gpu", "router_needs_worker_addresses",
-                                 "has_default_model", "service_env", "uses_job_infra", "discovery_path"}
+                                 "has_default_model", "service_env", "uses_job_infra", "discovery_path",
+                                 "profiler_endpoints"}
     for method in METHODS:
         assert callable(getattr(Backend, method)), method
 
@@ -162,6 +171,9 @@ def test_tools_for_asks_backend_and_client():
     assert tools_for("trtllm", "aiperf") == ["aiperf"]
     assert tools_for("sglang", "sglang-bench-serving") == []
     assert tools_for("trtllm", "trtllm-benchmark-serving") == []
+    # the accuracy step's lm-eval, after the client's tool, once
+    assert tools_for("dynamo-mocker", "aiperf", accuracy=True) == ["dynamo", "aiperf", "lm-eval"]
+    assert tools_for("sglang", "sglang-bench-serving", accuracy=True) == ["lm-eval"]
 
 
 def test_a_new_backend_needs_only_worker_and_router(make_config):
@@ -197,8 +209,9 @@ def test_a_new_backend_needs_only_worker_and_router(make_config):
 # ---------------------------------------------------------------------------------------
 
 PACKAGE = REPO / "perfsanity"
-#: where backend/client names may appear: their own packages, and the config Literals and defaults
-NAME_OWNERS = ("engines/", "load/", "spec/config.py")
+#: where backend/client names may appear: their own packages, the config Literals and defaults, and the
+#: importers, whose job is to translate other tools' backend and benchmark names into ours
+NAME_OWNERS = ("engines/", "load/", "spec/config.py", "jobs/importers/")
 
 
 def _outside_modules() -> list[Path]:

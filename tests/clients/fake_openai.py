@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -33,7 +34,10 @@ class _Handler(BaseHTTPRequestHandler):
         base = {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()), "model": body["model"]}
         if not body.get("stream"):
             time.sleep(self.server.token_delay_s * n)
-            out = dict(base, choices=[{"index": 0, "text": "x" * n, "finish_reason": "length"}], usage=usage)
+            prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+            answer = self.server.answer or (lambda _prompt: "x" * n)
+            choices = [{"index": i, "text": answer(p), "finish_reason": "length"} for i, p in enumerate(prompts)]
+            out = dict(base, choices=choices, usage=usage)
             data = json.dumps(out).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -62,8 +66,11 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeOpenAI(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, prompt_tokens: int, first_token_delay_s: float = 0.02, token_delay_s: float = 0.003):
+    def __init__(self, prompt_tokens: int, first_token_delay_s: float = 0.02, token_delay_s: float = 0.003,
+                 answer: Callable[[str], str] | None = None):
+        """``answer``: the text of a non-streamed completion of a prompt (default: ``max_tokens`` x's)."""
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.answer = answer
         self.prompt_tokens = prompt_tokens
         self.first_token_delay_s = first_token_delay_s
         self.token_delay_s = token_delay_s

@@ -339,3 +339,41 @@ def test_jenkins_collect_without_a_job_still_leaves_a_junit(tmp_path, monkeypatc
     assert _jenkins("collect", ws) == 1
     [(name, message)] = _failures(ws).items()
     assert name == "JOB" and message.startswith("cannot collect the job:") and "never ran" in message
+
+
+@pytest.mark.parametrize(("score", "threshold", "error", "passed", "kind"), [
+    (0.75, 0.5, None, True, None),
+    (0.25, 0.5, None, False, "AccuracyBelowThreshold"),
+    (None, 0.5, "lm-eval exited with code 1 (log logs/accuracy-lm-eval.log): boom", False, "AccuracyError"),
+    (0.0, None, None, True, None),  # no threshold: recorded, not judged
+])
+def test_accuracy_is_judged_on_the_submit_side(seeded, tmp_path, score, threshold, error, passed, kind):
+    """results.json's accuracy becomes an ``accuracy.<task>`` junit case; a task below its threshold (or
+    without a score) fails that case and the job (exit 1, named in finalized.json), the perf points stay
+    valid, and report.html shows the score."""
+    from perfsanity.load.results_json import AccuracyResult, RunResult
+
+    _, today = seeded
+    job = _job(tmp_path, {64: today}, pipeline=POST)
+    run = RunResult.read(job / "results.json")
+    acc = AccuracyResult(task="tiny_arith", metric="exact_match,strip", score=score, threshold=threshold,
+                         samples=8 if score is not None else None, error=error, started_at=1.0, ended_at=3.5)
+    run.model_copy(update={"accuracy": (acc,)}).write(job / "results.json")
+
+    code = finalize(job, job_exit_code=0)
+    case = _cases(job)["accuracy.tiny_arith"]
+    final = read_final(job)
+    assert code == (0 if passed else 1), final
+    assert final["accuracy"][0]["passed"] is passed and final["accuracy"][0]["score"] == score
+    if passed:
+        assert case.is_passed and "accuracy.tiny_arith" not in final["failures"]
+    else:
+        (failure,) = [r for r in case.result if isinstance(r, Failure)]
+        assert failure.type == kind and "accuracy tiny_arith" in failure.message
+        assert final["failures"] == ["accuracy.tiny_arith"]
+        if error:
+            assert "boom" in failure.text
+    assert RunResult.read(job / "results.json").status == "passed"  # perf validity untouched
+    assert final["gate_verdict"] is not None  # the perf points were gated as usual
+    report = (job / "report.html").read_text()
+    assert "<h2>Accuracy</h2>" in report and "tiny_arith" in report

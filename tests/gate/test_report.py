@@ -143,3 +143,33 @@ def test_reports_render_in_headless_chromium(tmp_path, kind):
     keep = os.environ.get("PERFSANITY_KEEP_SCREENSHOTS")
     if keep:
         shutil.copy(shot, os.path.join(keep, shot.name))
+
+
+def test_job_report_lists_profiles_profiler_calls_and_accuracy(tmp_path):
+    """Every file under profiles/ is listed (linked, with its size); each profiler call and accuracy task
+    is a row, their free text escaped."""
+    from perfsanity.load.results_json import AccuracyResult, ProfilerCall
+
+    job = tmp_path / "job"
+    (job / "profiles" / "GEN_0").mkdir(parents=True)
+    (job / "profiles" / "GEN_0" / "trace-rank0.json.gz").write_bytes(b"x" * 2048)
+    (job / "profiles" / "CTX_0.0.nsys-rep").write_bytes(b"y" * 10)
+    call = ProfilerCall(window="c8", action="start", role="GEN_0", url="http://127.0.0.1:1/start_profile",
+                        sent_at=1.0, answered_at=1.5, status=404, answer=EVIL)
+    acc = AccuracyResult(task="tiny_arith", metric="exact_match,strip", score=0.25, threshold=0.5, samples=8)
+    make_run(_sweep()).model_copy(update={"profiler_calls": (call,), "accuracy": (acc,)}).write(job / "results.json")
+    html = write_job_report(job).read_text()
+    assert '<a href="profiles/GEN_0/trace-rank0.json.gz">profiles/GEN_0/trace-rank0.json.gz</a> (2 KiB)' in html
+    assert "profiles/CTX_0.0.nsys-rep</a> (10 B)" in html
+    assert "<h2>Profiler windows</h2>" in html and "/start_profile" in html and "00:00:01.500" in html
+    assert EVIL not in html and "&lt;script&gt;" in html
+    assert "<h2>Accuracy</h2>" in html and "tiny_arith" in html and "FAIL" in html
+
+
+def test_job_report_without_profiles_or_accuracy_has_no_such_sections(tmp_path):
+    job = tmp_path / "job"
+    (job / "profiles").mkdir(parents=True)  # roles create it; empty, it is not shown
+    make_run(_sweep()).write(job / "results.json")
+    html = write_job_report(job).read_text()
+    assert "<h2>Profiles</h2>" not in html and "<h2>Profiler windows</h2>" not in html
+    assert "<h2>Accuracy</h2>" not in html

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from perfsanity.common.errors import ConfigError
 from perfsanity.common.files import write_atomic
 from perfsanity.common.redact import mask_url
+from perfsanity.engines.base import PROFILES_DIR
 from perfsanity.load.results_json import RunResult, flatten
 from perfsanity.plan.jobmeta import JOB_META_FILE, JobMeta
 from perfsanity.results.gate import GateConfig, GateReport, Verdict
@@ -65,7 +66,9 @@ def render_job_report(
     node_series: Sequence[Series] = (),
     gpu_series: Sequence[Series] = (),
     gpu_notes: Sequence[str] = (),
+    profiles: Sequence[tuple[str, str]] = (),
 ) -> str:
+    """``profiles``: (path under profiles/, size) of each profiler output (nsys reports, torch traces)."""
     from perfsanity.results.report import plots  # matplotlib: only when rendering
     from perfsanity.results.report.trend import keys_summary, trend_panel
 
@@ -128,6 +131,12 @@ def render_job_report(
         result_rows=result_rows,
         plots=figs,
         gpu_notes=gpu_notes,
+        accuracy_rows=[[a.task, a.metric or "-", fmt(a.score), fmt(a.threshold), a.samples if a.samples is not None
+                        else "-", ("PASS" if a.passed else "FAIL") + ("" if a.error is None else f": {a.error}")]
+                       for a in run.accuracy],
+        profiler_rows=[[c.window, c.action, c.role, c.url, _clock(c.sent_at), _clock(c.answered_at),
+                        c.status if c.status is not None else "no answer", c.answer] for c in run.profiler_calls],
+        profiles=profiles,
         trends=trends,
         lookback_days=config.lookback_days,
         history_url=history.masked_url if history is not None else "",
@@ -150,6 +159,27 @@ def read_monitors(logs: Path) -> tuple[list[Series], list[Series], list[str]]:
     return series, gpus, notes
 
 
+def _clock(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def list_profiles(job_dir: Path) -> list[tuple[str, str]]:
+    """Every file under ``JOB_DIR/profiles/`` (nsys reports, torch traces) as (relative path, size)."""
+    root = job_dir / PROFILES_DIR
+    if not root.is_dir():
+        return []
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return [(str(p.relative_to(root)), _size(p.stat().st_size)) for p in files]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n} {unit}"
+        n //= 1024
+    return f"{n} GiB"
+
+
 def write_job_report(
     job_dir: Path,
     *,
@@ -167,7 +197,7 @@ def write_job_report(
         gate_config = GateConfig.from_section(meta.gate, file=str(job_dir / JOB_META_FILE))
     series, gpus, notes = read_monitors(job_dir / "logs")
     text = render_job_report(run, gate=gate, meta=meta, history=history, gate_config=gate_config,
-                             node_series=series, gpu_series=gpus, gpu_notes=notes)
+                             node_series=series, gpu_series=gpus, gpu_notes=notes, profiles=list_profiles(job_dir))
     out = out or job_dir / REPORT_FILE
     write_atomic(out, text)
     return out
