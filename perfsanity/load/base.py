@@ -61,6 +61,9 @@ class ClientRun:
     dataset_file: str | None
     out_dir: Path
     total_gpus: int
+    request_rate: float | None = None  # requests/s (benchmark.type request_rate); None: as fast as concurrency allows
+    arrival: str | None = None  # constant | poisson, with request_rate
+    trace_file: str | None = None  # mooncake JSONL trace to replay on its own timestamps (benchmark.type trace)
 
 
 @dataclass(frozen=True)
