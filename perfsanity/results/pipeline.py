@@ -124,6 +124,13 @@ def _details(report: dict) -> str:
     return "\n".join(f"--- {name} ---\n{text}" for name, text in report["log_tails"].items() if text)
 
 
+def stopped_reason(job_dir: Path) -> str:
+    """Why a manual job ended (``stopped by user (SIGTERM)``, the time limit), from its benchmark.status;
+    "" for any other job."""
+    status = Rendezvous(job_dir / "rendezvous").status() or {}
+    return str(status.get("reason") or "") if status.get("status") == "stopped" else ""
+
+
 def finalize(job_dir: Path, *, job_exit_code: int, reason: str = "",
              environ: Mapping[str, str] | None = None) -> int:
     """The submit side's results pipeline for a finished (or killed) job: record → gate → junit →
@@ -179,7 +186,7 @@ def finalize(job_dir: Path, *, job_exit_code: int, reason: str = "",
             write_job_report(job_dir)
     except (PerfsanityError, OSError, ValueError) as exc:
         print(f"warning: report.html not written: {exc}", flush=True)
-    triage(job_dir, reason="; ".join(f[1] for f in failures) if failures else "")
+    triage(job_dir, reason="; ".join(f[1] for f in failures) if failures else stopped_reason(job_dir))
 
     exit_code = job_exit_code or (1 if gate_failed or bad_results else 0)
     final = {"exit_code": exit_code, "job_exit_code": job_exit_code, "reason": reason,

@@ -11,11 +11,14 @@ node needs no history-database credentials. Its exit code means only "valid meas
 from __future__ import annotations
 
 import json
+import shlex
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 
 from perfsanity.common.errors import PerfsanityError, WaitTimeout
+from perfsanity.common.files import write_atomic
 from perfsanity.common.processes import NodeBusy, ProcessSet, TreeCpu, node_cores
 from perfsanity.common.waits import wait_until
 from perfsanity.load import get_client
@@ -197,8 +200,52 @@ def say_saturation(job: Job, results: list[ConcurrencyResult]) -> None:
                 f"numbers measure the client on {cores} core(s), not the server; nothing will be gated or baselined")
 
 
+ENDPOINT_FILE = "endpoint.json"
+ENV_LAUNCHER_PID = "PERFSANITY_LAUNCHER_PID"  # set by the local launcher: the process to signal to stop
+
+
+def stop_hint(environ: Mapping[str, str]) -> dict[str, object]:
+    """How to end a manual job: ``scancel`` of its SLURM job, or SIGTERM to the local launcher."""
+    pid = environ.get(ENV_LAUNCHER_PID, "")
+    if pid.isdigit():
+        return {"pid": int(pid), "command": f"kill -TERM {pid}"}
+    job_id = environ.get("SLURM_JOB_ID")
+    if job_id:
+        return {"slurm_job_id": job_id, "command": f"scancel {shlex.quote(job_id)}"}
+    return {"command": "Ctrl-C in the terminal that started the job"}
+
+
+def run_manual(job: Job) -> None:
+    """benchmark.type manual: once the whole path serves, write ``endpoint.json`` (URL, model, how to
+    stop) and stay up until the launcher stops the job (a signal, or the time limit ``slurm.timeout``)."""
+    cfg = job.config
+    url = wait_whole_path(job)
+    model = client_model_name(job)
+    endpoint = {"url": url, "completions_url": f"{url}/v1/completions", "model": model,
+                "job_dir": str(job.job_dir), "stop": stop_hint(job.environ)}
+    write_atomic(job.job_dir / ENDPOINT_FILE, json.dumps(endpoint, indent=2) + "\n")
+    RunResult(config_name=cfg.name, backend=cfg.metadata.backend, mode=cfg.benchmark.mode,
+              total_gpus=job.topology.total_gpus, status="passed").write(job.job_dir / "results.json")
+    job.log(f"manual job: {url} serves {model!r}; stop it with: {endpoint['stop']['command']} "
+            f"(written to {job.job_dir / ENDPOINT_FILE})")
+    print(json.dumps(endpoint), flush=True)
+
+    def stopped() -> bool:
+        job.rendezvous.raise_if_failed()  # a server that dies ends the job as a failure
+        return job.rendezvous.status() is not None  # the launcher's "stopped" status
+
+    try:
+        wait_until(stopped, timeout_s=cfg.slurm.timeout, poll_s=0.5, max_poll_s=2.0,
+                   what="the user to stop the manual job (endpoint.json names how)")
+    except WaitTimeout:
+        job.log(f"manual job: slurm.timeout={cfg.slurm.timeout}s reached; stopping")
+
+
 def run_benchmark(job: Job) -> None:
     cfg = job.config
+    if cfg.benchmark.type == "manual":
+        run_manual(job)
+        return
     bench = cfg.benchmark
     rdv = job.rendezvous
     results: list[ConcurrencyResult] = []

@@ -359,6 +359,15 @@ class Benchmark(_Strict):
             raise ValueError("lists a rate twice")
         return v
 
+    @field_validator("isl_osl", mode="before")
+    @classmethod
+    def _pair_shape(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            for item in v:
+                if not isinstance(item, (list, tuple)) or len(item) != 2:
+                    raise ValueError(f"{item!r}: each entry must be a pair [isl, osl], e.g. [[1024, 1024], [8192, 1024]]")
+        return v
+
     @field_validator("isl_osl")
     @classmethod
     def _pairs(cls, v: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
