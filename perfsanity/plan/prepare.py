@@ -54,6 +54,7 @@ from perfsanity.plan.launch import (
     render_prefix,
 )
 from perfsanity.spec import upstream
+from perfsanity.spec.benchmark_types import points
 from perfsanity.spec.cluster import ClusterDefaults
 from perfsanity.spec.config import MAX_TIMEOUT_S, Config, apply_overrides, config_from_dict, load_config
 from perfsanity.spec.loader import parse_yaml, read_text, read_yaml
@@ -319,6 +320,7 @@ def check_needed(config: Config, *, direct: bool) -> None:
                 raise ConfigError(config.source, key, f"backend {backend.name} has no job etcd/NATS or frontends "
                                   "behind nginx; only dynamo-mocker and dynamo-sglang take this section")
     check_wheels(config)
+    points(config.benchmark, source=config.source)  # a bad trace_file is a submit-time error, not a node's
     if direct:
         if config.container_image is None and "environment.container_image" in unset:
             config.require("environment.container_image")

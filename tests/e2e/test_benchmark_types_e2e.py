@@ -86,22 +86,12 @@ def test_trace_job_replays_the_shipped_trace(jobs) -> None:
     assert row["input_tokens"] == sum(json.loads(line)["input_length"] for line in trace)
 
 
-def _wait_for(path: Path, job, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists():
-            return json.loads(path.read_text())
-        if job.proc.poll() is not None:
-            pytest.fail(f"job ended (exit {job.proc.returncode}) before writing {path}:\n{job.output()[-4000:]}")
-        time.sleep(0.5)
-    pytest.fail(f"no {path} after {timeout_s}s:\n{job.output()[-4000:]}")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_manual_job_serves_until_sigterm_then_leaves_nothing(jobs, e2e) -> None:
     job = jobs.start(config=PERF / "mocker-ctx1-gen1-manual.yaml", name="manual")
-    endpoint = _wait_for(job.out / "endpoint.json", job, 200)
+    job.wait_for_files(job.out / "endpoint.json", timeout_s=200, what="the manual job wrote endpoint.json")
+    endpoint = json.loads((job.out / "endpoint.json").read_text())
     assert endpoint["stop"] == {"pid": job.proc.pid, "command": f"kill -TERM {job.proc.pid}"}
     body = json.dumps({"model": endpoint["model"], "prompt": "hello", "max_tokens": 4}).encode()
     req = urllib.request.Request(endpoint["completions_url"], data=body, headers={"Content-Type": "application/json"})

@@ -187,3 +187,19 @@ def test_labels_reach_keys_and_the_summary_table():
     table = format_table([rated, longer])
     assert table.splitlines()[0].split()[:2] == ["point", "conc"]
     assert "rps2.c8" in table and "isl8192_osl1024.c8" in table
+
+
+def test_bad_trace_fails_at_submit_with_one_line_and_writes_nothing(tmp_path: Path):
+    import subprocess
+
+    config = tmp_path / "disagg/perf/bad-trace.yaml"
+    config.parent.mkdir(parents=True)
+    text = (PERF / "mocker-ctx1-gen1-trace.yaml").read_text()
+    config.write_text(text.replace("test_configs/traces/mocker-small.jsonl", str(tmp_path / "missing.jsonl")))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "submit.py"), "--config", str(config), "--out", str(out),
+                           "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == (f"error: {config}: benchmark.trace_file: {tmp_path / 'missing.jsonl'}: "
+                                   "file not found")
+    assert not out.exists()
