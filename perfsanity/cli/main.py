@@ -153,7 +153,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         regress = [m for m, v in r.gate_verdicts.items() if v in ("WARN", "FAIL")]
         rows.append([str(r.id), r.timestamp.strftime("%Y-%m-%d %H:%M")] + ([r.keys.config_name] if show_config
                                                                             else [])
-                    + [str(r.keys.concurrency), r.commit[:10], r.branch[:20],
+                    + [str(r.keys.concurrency) if r.keys.point == f"c{r.keys.concurrency}" else r.keys.point,
+                       r.commit[:10], r.branch[:20],
                        "post" if r.post_merge else "pre", valid]
                     + [num(r.metrics.get(m)) for m in metrics])
         colors.append("red" if regress else ("bright_black" if not r.valid else None))
