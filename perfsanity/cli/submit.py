@@ -11,6 +11,8 @@ from pathlib import Path
 
 from perfsanity.common.cliutil import run_main
 from perfsanity.common.errors import ConfigError
+from perfsanity.load import get_client
+from perfsanity.load.base import check_benchmark_type
 from perfsanity.plan.launch import REPO_ROOT
 from perfsanity.plan.prepare import (
     CONFIGS_ROOT,
@@ -117,6 +119,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     out = Path(args.out) if args.out else default_out_dir(config_path)
     job = prepare_direct(config_path, out, cluster=cluster, mode=args.mode, overrides=parse_set(args.set) or None,
                          server=args.server)
+    bench = job.config.benchmark
+    check_benchmark_type(get_client(bench.client), bench.type, source=job.config.source)  # before anything is written
     job.write()
     print(job.summary())
     if args.local:

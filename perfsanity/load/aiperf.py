@@ -192,6 +192,7 @@ def dataset_argv(run: ClientRun) -> list[str]:
 class AiperfClient(ClientBase):
     name = "aiperf"
     tool = "aiperf"
+    benchmark_types = frozenset({"concurrency", "request_rate", "trace", "manual"})
 
     def command(self, run: ClientRun) -> ClientCommand:
         argv: list[str] = [

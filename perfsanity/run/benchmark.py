@@ -22,7 +22,7 @@ from perfsanity.common.files import write_atomic
 from perfsanity.common.processes import NodeBusy, ProcessSet, TreeCpu, node_cores
 from perfsanity.common.waits import wait_until
 from perfsanity.load import get_client
-from perfsanity.load.base import ClientRun
+from perfsanity.load.base import ClientRun, check_benchmark_type
 from perfsanity.load.repeats import combine
 from perfsanity.load.results_json import ConcurrencyResult, RunResult
 from perfsanity.load.summary import format_table
@@ -243,6 +243,7 @@ def run_manual(job: Job) -> None:
 
 def run_benchmark(job: Job) -> None:
     cfg = job.config
+    check_benchmark_type(get_client(cfg.benchmark.client), cfg.benchmark.type, source=cfg.source)
     if cfg.benchmark.type == "manual":
         run_manual(job)
         return

@@ -11,7 +11,8 @@ everywhere: ``results.json``, the history match key, junit test names and report
   entry above, the pair replacing ``input_length``/``output_length``; labelled ``isl8192_osl1024.c8``
   (``isl8192_osl1024.rps2.c8``).
 * ``trace``: one replay of ``trace_file``, a mooncake-format JSONL trace (one request per line:
-  ``timestamp`` in ms, ``input_length``, ``output_length``, optional ``hash_ids``); labelled
+  ``timestamp`` in ms, ``input_length``, ``output_length``, optional ``hash_ids`` of 512-token blocks,
+  one size per hash id, as aiperf's loader requires); labelled
   ``trace.<file stem>``. A relative ``trace_file`` is relative to the repository root.
 * ``manual``: no points; the servers stay up for the user (see :mod:`perfsanity.run.benchmark`).
 
@@ -38,6 +39,7 @@ DEFAULT_TYPE: BenchmarkType = "concurrency"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRACE_FIELDS = ("timestamp", "input_length", "output_length")
 MAX_TRACE_REQUESTS = 100_000
+MOONCAKE_BLOCK = 512  # tokens per hash id: aiperf 0.13.0's mooncake_trace default (aiperf profile --help)
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,6 @@ def check(bench: Benchmark) -> None:
         raise ValueError("benchmark.trace_file is required with benchmark.type trace (a mooncake JSONL trace)")
     if bench.type != "trace" and bench.trace_file:
         raise ValueError(f"benchmark.trace_file applies to benchmark.type trace, not {bench.type}")
-    if bench.type in ("request_rate", "trace") and bench.client != "aiperf":
-        raise ValueError(f"benchmark.client must be aiperf for benchmark.type {bench.type} (got {bench.client})")
     if bench.type in ("trace", "manual") and bench.isl_osl:
         raise ValueError(f"benchmark.isl_osl does not apply to benchmark.type {bench.type}")
 
@@ -94,6 +94,7 @@ def trace_requests(path: Path, *, source: str | None = None) -> int:
     except ConfigError as exc:
         raise ConfigError(source, "benchmark.trace_file", f"{path}: {exc.message}") from None
     count = 0
+    block_sizes: dict[int, int] = {}
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -112,12 +113,32 @@ def trace_requests(path: Path, *, source: str | None = None) -> int:
         hashes = record.get("hash_ids", [])
         if not isinstance(hashes, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in hashes):
             raise ConfigError(source, "benchmark.trace_file", f"{where}: field 'hash_ids' must be a list of integers")
+        _check_blocks(record["input_length"], hashes, block_sizes, where=where, source=source)
         count += 1
         if count > MAX_TRACE_REQUESTS:
             raise ConfigError(source, "benchmark.trace_file", f"{path}: more than {MAX_TRACE_REQUESTS} requests")
     if count == 0:
         raise ConfigError(source, "benchmark.trace_file", f"{path}: holds no request")
     return count
+
+
+def _check_blocks(input_length: int, hashes: list[int], sizes: dict[int, int], *, where: str,
+                  source: str | None) -> None:
+    """aiperf rebuilds a prompt from ``hash_ids``: every block but the last is MOONCAKE_BLOCK tokens, the
+    last holds the rest, and one hash id is always one block of one size."""
+    if not hashes:
+        return
+    last = input_length - (len(hashes) - 1) * MOONCAKE_BLOCK
+    if not 0 < last <= MOONCAKE_BLOCK:
+        raise ConfigError(source, "benchmark.trace_file",
+                          f"{where}: input_length {input_length} does not fit {len(hashes)} hash_ids of "
+                          f"{MOONCAKE_BLOCK}-token blocks (aiperf's mooncake_trace block size)")
+    for i, h in enumerate(hashes):
+        size = last if i == len(hashes) - 1 else MOONCAKE_BLOCK
+        if sizes.setdefault(h, size) != size:
+            raise ConfigError(source, "benchmark.trace_file",
+                              f"{where}: hash id {h} is a block of {size} tokens here and of {sizes[h]} before; "
+                              "a hash id must always be one block of one size")
 
 
 def points(bench: Benchmark, *, source: str | None = None) -> tuple[Point, ...]:

@@ -91,8 +91,6 @@ def test_shipped_type_configs_load_and_stay_small(name: str):
     ({"request_rates": [1]}, "benchmark.request_rates", "applies to benchmark.type request_rate"),
     ({"type": "request_rate", "request_rates": [0]}, "benchmark.request_rates", "not a rate"),
     ({"type": "request_rate", "request_rates": [2, 2]}, "benchmark.request_rates", "twice"),
-    ({"type": "request_rate", "request_rates": [1], "client": "sglang-bench-serving"}, "benchmark.client",
-     "must be aiperf"),
     ({"arrival": "bursty"}, "benchmark.arrival", "constant"),
     ({"type": "sweep"}, "benchmark.type", "manual"),
     ({"isl_osl": [[1024]]}, "benchmark.isl_osl", "each entry must be a pair [isl, osl]"),
@@ -116,6 +114,10 @@ def test_config_errors_name_file_and_field(bench, key, match):
     ('{"timestamp": 0, "input_length": -1, "output_length": 4}\n', "field 'input_length' must be an integer"),
     ('{"timestamp": 0, "output_length": 4}\n', "field 'input_length' must be an integer"),
     ('{"timestamp": 0, "input_length": 8, "output_length": 4, "hash_ids": ["a"]}\n', "'hash_ids' must be a list"),
+    ('{"timestamp": 0, "input_length": 600, "output_length": 4, "hash_ids": [1]}\n', "does not fit 1 hash_ids"),
+    ('{"timestamp": 0, "input_length": 128, "output_length": 4, "hash_ids": [1]}\n'
+     '{"timestamp": 1, "input_length": 64, "output_length": 4, "hash_ids": [1]}\n',
+     "line 2: hash id 1 is a block of 64 tokens here and of 128 before"),
 ])
 def test_bad_trace_is_one_error_naming_config_trace_line_and_field(tmp_path: Path, text: str, match: str):
     trace = tmp_path / "t.jsonl"
@@ -203,3 +205,17 @@ def test_bad_trace_fails_at_submit_with_one_line_and_writes_nothing(tmp_path: Pa
     assert proc.stderr.strip() == (f"error: {config}: benchmark.trace_file: {tmp_path / 'missing.jsonl'}: "
                                    "file not found")
     assert not out.exists()
+
+
+def test_a_client_that_cannot_run_the_type_is_refused_naming_the_field():
+    from perfsanity.load import get_client
+    from perfsanity.load.base import check_benchmark_type
+
+    for name in ("sglang-bench-serving", "trtllm-benchmark-serving"):
+        check_benchmark_type(get_client(name), "concurrency", source="my.yaml")
+        with pytest.raises(ConfigError) as info:
+            check_benchmark_type(get_client(name), "request_rate", source="my.yaml")
+        assert (info.value.file, info.value.key_path) == ("my.yaml", "benchmark.client")
+        assert "cannot run benchmark.type request_rate" in info.value.message
+    for kind in ("concurrency", "request_rate", "trace", "manual"):
+        check_benchmark_type(get_client("aiperf"), kind, source="my.yaml")
