@@ -83,8 +83,10 @@ def test_trace_job_replays_the_shipped_trace(jobs) -> None:
     _check_points(run, {"trace.mocker-small": {"benchmark_type": "trace", "isl": None}}, jobs)
     (row,) = run.json("results.json")["results"]
     assert row["completed"] == len(trace)
-    sent = sum(json.loads(line)["input_length"] for line in trace)  # the server counts what it tokenized
-    assert 0.8 * sent <= row["input_tokens"] <= 1.2 * sent, (row["input_tokens"], sent)
+    # prompts are made with aiperf's builtin tokenizer and counted by the server's: close, not equal
+    sent = sum(json.loads(line)["input_length"] for line in trace)
+    assert 0.5 * sent <= row["input_tokens"] <= 2 * sent, (row["input_tokens"], sent)
+    assert row["output_tokens"] == sum(json.loads(line)["output_length"] for line in trace)
 
 
 @pytest.mark.slow
