@@ -205,13 +205,8 @@ class AiperfClient(ClientBase):
             argv.append("--streaming")
         argv += load_argv(run)
         argv += dataset_argv(run)
-        # aiperf 0.13.0 builds a trace's prompts in a process pool whose workers run with HF_HUB_OFFLINE=1
-        # and then send a local tokenizer directory through the hub resolver, which fails (seen on the
-        # mocker: HFValidationError "Repo id must be in the form ..."); its builtin tokenizer needs no
-        # files. Token counts still come from the server (--use-server-token-count).
-        tokenizer = "builtin" if run.trace_file and run.tokenizer else run.tokenizer
-        if tokenizer:
-            argv += ["--tokenizer", tokenizer]
+        if run.tokenizer:
+            argv += ["--tokenizer", run.tokenizer]
         argv += [
             "--use-server-token-count",
             "--random-seed", str(run.random_seed),
@@ -226,7 +221,7 @@ class AiperfClient(ClientBase):
         ]
         # aiperf sends a local tokenizer path through the hub resolver when the offline switches are
         # set and fails; without them it loads the directory with no network access.
-        unset = OFFLINE_VARS if tokenizer and tokenizer != "builtin" else ()
+        unset = OFFLINE_VARS if run.tokenizer else ()
         return ClientCommand(argv=tuple(argv), env_unset=unset, tool=self.tool)
 
     def parse(self, run: ClientRun) -> ConcurrencyResult:
