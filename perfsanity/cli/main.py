@@ -153,7 +153,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         regress = [m for m, v in r.gate_verdicts.items() if v in ("WARN", "FAIL")]
         rows.append([str(r.id), r.timestamp.strftime("%Y-%m-%d %H:%M")] + ([r.keys.config_name] if show_config
                                                                             else [])
-                    + [str(r.keys.concurrency), r.commit[:10], r.branch[:20],
+                    + [str(r.keys.concurrency) if r.keys.point == f"c{r.keys.concurrency}" else r.keys.point,
+                       r.commit[:10], r.branch[:20],
                        "post" if r.post_merge else "pre", valid]
                     + [num(r.metrics.get(m)) for m in metrics])
         colors.append("red" if regress else ("bright_black" if not r.valid else None))
@@ -202,28 +203,31 @@ def _add_compare(sub: Any) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from perfsanity.load.results_json import flatten, higher_is_better
+    from perfsanity.load.results_json import flatten, higher_is_better, point_order
     from perfsanity.results.gate import GateFailed
     from perfsanity.results.report.job import read_results
 
     metrics = _metrics(args)
     run_a, run_b = read_results(_results_path(args.a)), read_results(_results_path(args.b))
-    by_a = {r.concurrency: flatten(r) for r in run_a.results}
-    by_b = {r.concurrency: flatten(r) for r in run_b.results}
+    by_a = {r.label: flatten(r) for r in run_a.results}
+    by_b = {r.label: flatten(r) for r in run_b.results}
+    # a plain concurrency point shows as its concurrency (as before benchmark types), others by label
+    shown = {r.label: r.label if r.point else str(r.concurrency) for r in (*run_b.results, *run_a.results)}
+    order = {r.label: point_order(r) for r in (*run_b.results, *run_a.results)}
     out = sys.stdout
     print(f"A: {run_a.config_name} ({args.a})\nB: {run_b.config_name} ({args.b})", file=out)
     if run_a.config_name != run_b.config_name:
         print("note: the two runs have different config names", file=out)
-    common = sorted(set(by_a) & set(by_b))
-    only = sorted(set(by_a) ^ set(by_b))
+    common = sorted(set(by_a) & set(by_b), key=order.__getitem__)
+    only = sorted(set(by_a) ^ set(by_b), key=order.__getitem__)
     if only:
-        print(f"note: concurrencies in only one run (skipped): {', '.join(map(str, only))}", file=out)
+        print(f"note: concurrencies in only one run (skipped): {', '.join(shown[p] for p in only)}", file=out)
     rows, colors, worse = [], [], 0
     for c in common:
         for m in metrics:
             va, vb = by_a[c].get(m), by_b[c].get(m)
             if va is None or vb is None or va == 0:
-                rows.append([str(c), m, num(va), num(vb), "-", ""])
+                rows.append([shown[c], m, num(va), num(vb), "-", ""])
                 colors.append(None)
                 continue
             delta = (vb - va) / abs(va) * 100.0
@@ -236,7 +240,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             else:
                 mark, color = "~", None
             arrow = "higher is better" if higher_is_better(m) else "lower is better"
-            rows.append([str(c), m, num(va), num(vb), f"{delta:+.1f}%", f"{mark} ({arrow})"])
+            rows.append([shown[c], m, num(va), num(vb), f"{delta:+.1f}%", f"{mark} ({arrow})"])
             colors.append(color)
     if not rows:
         print("nothing to compare: no concurrency in common", file=out)

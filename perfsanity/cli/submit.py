@@ -11,6 +11,8 @@ from pathlib import Path
 
 from perfsanity.common.cliutil import run_main
 from perfsanity.common.errors import ConfigError
+from perfsanity.load import get_client
+from perfsanity.load.base import check_benchmark_type
 from perfsanity.plan.launch import REPO_ROOT
 from perfsanity.plan.prepare import (
     CONFIGS_ROOT,
@@ -20,6 +22,7 @@ from perfsanity.plan.prepare import (
     prepare_direct,
     prepare_l0,
 )
+from perfsanity.run.job import client_name
 from perfsanity.spec.cluster import ClusterDefaults, cluster_from_env_or_arg, find_cluster, load_cluster
 
 L0_FLAGS = ("llm_src", "test_list", "draft_launch_sh", "launch_sh", "run_sh", "install_sh", "script_prefix", "srun_args")
@@ -117,6 +120,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     out = Path(args.out) if args.out else default_out_dir(config_path)
     job = prepare_direct(config_path, out, cluster=cluster, mode=args.mode, overrides=parse_set(args.set) or None,
                          server=args.server)
+    # before anything is written
+    check_benchmark_type(get_client(client_name(job.config)), job.config.benchmark.type, source=job.config.source)
     job.write()
     print(job.summary())
     if args.local:

@@ -27,6 +27,8 @@ from perfsanity.common.cliutil import positive_int, run_main, subcommand
 from perfsanity.common.errors import ConfigError
 from perfsanity.common.processes import tail
 from perfsanity.common.tables import render_table as format_table
+from perfsanity.run.benchmark import ENDPOINT_FILE
+from perfsanity.run.supervisor import STOPPED_BY_USER
 
 MANIFEST_FILE = "sweep_manifest.json"
 DEFAULT_LINES = 40
@@ -55,6 +57,7 @@ class JobStatus:
     attempts: int = 0
     parameters: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    endpoint: dict[str, Any] | None = None  # a manual job's endpoint.json: url, model, how to stop
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -145,6 +148,7 @@ def job_status(job_dir: Path, *, name: str | None = None, record: dict[str, Any]
     jobid = _read_json(job_dir / "jobid.json") or {}
     job = _read_json(job_dir / "job.json") or {}
     report = _read_json(job_dir / "report.json") or {}
+    endpoint = _read_json(job_dir / ENDPOINT_FILE)
     results_path = job_dir / "results.json"
     results = _read_json(results_path)
     note = ""
@@ -192,6 +196,7 @@ def job_status(job_dir: Path, *, name: str | None = None, record: dict[str, Any]
         attempts=len(attempts) if isinstance(attempts, list) else (1 if jobid else 0),
         parameters=dict(record.get("parameters") or {}),
         note=note,
+        endpoint=endpoint,
         **head,
     )
 
@@ -227,6 +232,14 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def endpoint_line(endpoint: dict[str, Any]) -> str:
+    """``endpoint URL (model M); stop: CMD`` of a manual job's endpoint.json."""
+    stop = endpoint.get("stop")
+    command = stop.get("command") if isinstance(stop, dict) else None
+    return (f"endpoint {endpoint.get('url', '?')} (model {endpoint.get('model', '?')!r})"
+            + (f"; stop: {command}" if command else ""))
+
+
 def format_status(statuses: Sequence[JobStatus]) -> str:
     """Plain table: name, job, state, verdict, best out tok/s, TTFT/ITL p50 at the top concurrency."""
     show_tries = any(s.attempts > 1 for s in statuses)
@@ -251,7 +264,9 @@ def format_status(statuses: Sequence[JobStatus]) -> str:
         counts[s.state] = counts.get(s.state, 0) + 1
     text += f"\n{len(statuses)} job(s): " + ", ".join(f"{n} {st}" for st, n in sorted(counts.items()))
     notes = [f"{s.name}: {s.note}" for s in statuses if s.note]
-    notes += [f"{s.name}: {s.reason}" for s in statuses if s.reason and s.verdict not in (None, "passed")]
+    notes += [f"{s.name}: {s.reason}" for s in statuses
+              if s.reason and (s.verdict not in (None, "passed") or s.reason.startswith(STOPPED_BY_USER))]
+    notes += [f"{s.name}: {endpoint_line(s.endpoint)}" for s in statuses if s.endpoint]
     if notes:
         text += "\n" + "\n".join(notes)
     return text

@@ -9,12 +9,14 @@ and the BENCHMARK log stream to the terminal), then the submit-side results pipe
 
 from __future__ import annotations
 
+import os
 import time
 
 from perfsanity.load.results_json import RunResult
 from perfsanity.load.summary import format_table
 from perfsanity.plan.prepare import PreparedJob
 from perfsanity.results.pipeline import finalize
+from perfsanity.run.benchmark import ENV_LAUNCHER_PID
 from perfsanity.run.rendezvous import Rendezvous
 from perfsanity.run.spawners import LocalSpawner
 from perfsanity.run.supervisor import RunContext
@@ -36,7 +38,8 @@ def local_context(job: PreparedJob) -> RunContext:
 
 def run_local(job: PreparedJob) -> int:
     """Run the job here; print a results table; return the job's exit code (0 = passed)."""
-    verdict = supervise(local_context(job), LocalSpawner(job.job_dir, job.env))
+    env = {**job.env, ENV_LAUNCHER_PID: str(os.getpid())}  # a manual job's endpoint.json names it as the stop
+    verdict = supervise(local_context(job), LocalSpawner(job.job_dir, env))
     verdict = finalize(job.job_dir, job_exit_code=verdict)
     return _report(job, verdict)
 

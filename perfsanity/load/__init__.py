@@ -24,7 +24,11 @@ get_client = _REGISTRY.get  # the client object for ``benchmark.client``; ValueE
 names = _REGISTRY.names  # every registered client name, in registry order
 
 
-def default_client(*, needs_gpu: bool, has_dataset: bool) -> str:
+def default_client(*, needs_gpu: bool, has_dataset: bool, benchmark_type: str = "concurrency") -> str:
     """``benchmark.client`` when the config leaves it unset: the lean built-in client (~0.1 s start-up,
-    token-id prompts, so no dataset file) for backends that need no GPU, aiperf for the others."""
-    return "perfsanity" if not needs_gpu and not has_dataset else "aiperf"
+    token-id prompts, so no dataset file) for backends that need no GPU where it can measure
+    ``benchmark_type``, aiperf for the others."""
+    lean = "perfsanity"
+    if not needs_gpu and not has_dataset and benchmark_type in get_client(lean).benchmark_types:
+        return lean
+    return "aiperf"

@@ -146,9 +146,53 @@ class AiperfRecord(BaseModel):
     error: AiperfRecordError | None = None
 
 
+def load_argv(run: ClientRun) -> list[str]:
+    """How the point's requests are sent: the trace's own timestamps (``mooncake_trace`` replays on
+    them: aiperf's fixed-schedule promotion), a rate with its arrival pattern and at most
+    ``concurrency`` in flight, or as fast as ``concurrency`` allows."""
+    workers = ["--workers-max", str(workers_for(run.concurrency))]
+    if run.trace_file:
+        return ["--concurrency", str(run.concurrency), *workers]
+    if run.request_rate is not None:
+        return ["--concurrency", str(run.concurrency), "--request-count", str(run.num_prompts),
+                "--request-rate", _num(run.request_rate), "--arrival-pattern", run.arrival or "constant", *workers]
+    return [
+        "--concurrency", str(run.concurrency),
+        "--request-count", str(run.num_prompts),
+        # In pure concurrency mode aiperf 0.13's timing process busy-polls for a free slot and
+        # burns a whole core, starving its own workers' timestamps (benchmarks/RESULTS.md: ITL p99
+        # +15 % at c1). A rate far above any reachable one makes it wait instead; concurrency
+        # still caps the load.
+        "--request-rate", str(SPIN_FREE_REQUEST_RATE),
+        *workers,
+    ]
+
+
+def dataset_argv(run: ClientRun) -> list[str]:
+    """What the point's requests hold: the trace's lines (each names its own input and output length),
+    the dataset file's prompts, or synthetic prompts of ``input_length`` tokens."""
+    if run.trace_file:
+        return ["--input-file", run.trace_file, "--custom-dataset-type", "mooncake_trace",
+                "--extra-inputs", "ignore_eos:true"]
+    if run.dataset_file:
+        head = ["--input-file", run.dataset_file, "--custom-dataset-type", "single-turn"]
+    else:
+        head = ["--synthetic-input-tokens-mean", str(run.input_length), "--synthetic-input-tokens-stddev", "0"]
+    return [
+        *head,
+        "--output-tokens-mean", str(run.output_length),
+        "--output-tokens-stddev", "0",
+        # both: ignore_eos for engines that honour it, min_tokens for those that prefer it
+        # (aiperf's own OSL-mismatch hint names both; the Dynamo frontend accepts both)
+        "--extra-inputs", "ignore_eos:true",
+        "--extra-inputs", f"min_tokens:{run.output_length}",
+    ]
+
+
 class AiperfClient(ClientBase):
     name = "aiperf"
     tool = "aiperf"
+    benchmark_types = frozenset({"concurrency", "request_rate", "trace", "manual"})
 
     def command(self, run: ClientRun) -> ClientCommand:
         argv: list[str] = [
@@ -159,31 +203,8 @@ class AiperfClient(ClientBase):
         ]
         if run.streaming:
             argv.append("--streaming")
-        argv += [
-            "--concurrency", str(run.concurrency),
-            "--request-count", str(run.num_prompts),
-            # In pure concurrency mode aiperf 0.13's timing process busy-polls for a free slot and
-            # burns a whole core, starving its own workers' timestamps (benchmarks/RESULTS.md: ITL p99
-            # +15 % at c1). A rate far above any reachable one makes it wait instead; concurrency
-            # still caps the load.
-            "--request-rate", str(SPIN_FREE_REQUEST_RATE),
-            "--workers-max", str(workers_for(run.concurrency)),
-        ]
-        if run.dataset_file:
-            argv += ["--input-file", run.dataset_file, "--custom-dataset-type", "single-turn"]
-        else:
-            argv += [
-                "--synthetic-input-tokens-mean", str(run.input_length),
-                "--synthetic-input-tokens-stddev", "0",
-            ]
-        argv += [
-            "--output-tokens-mean", str(run.output_length),
-            "--output-tokens-stddev", "0",
-            # both: ignore_eos for engines that honour it, min_tokens for those that prefer it
-            # (aiperf's own OSL-mismatch hint names both; the Dynamo frontend accepts both)
-            "--extra-inputs", "ignore_eos:true",
-            "--extra-inputs", f"min_tokens:{run.output_length}",
-        ]
+        argv += load_argv(run)
+        argv += dataset_argv(run)
         if run.tokenizer:
             argv += ["--tokenizer", run.tokenizer]
         argv += [

@@ -25,8 +25,16 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from perfsanity.common.errors import PerfsanityError
+from perfsanity.common.errors import ConfigError, PerfsanityError
 from perfsanity.load.results_json import ConcurrencyResult, LatencyStats
+
+
+def check_benchmark_type(client: ClientBase, benchmark_type: str, *, source: str | None) -> None:
+    """A ConfigError naming ``benchmark.client`` when ``client`` cannot measure ``benchmark_type``."""
+    if benchmark_type not in client.benchmark_types:
+        can = ", ".join(sorted(client.benchmark_types))
+        raise ConfigError(source, "benchmark.client", f"{client.name} cannot run benchmark.type {benchmark_type} "
+                          f"(it runs: {can}); use a client that can, e.g. aiperf")
 
 
 class ClientOutputError(PerfsanityError):
@@ -61,6 +69,9 @@ class ClientRun:
     dataset_file: str | None
     out_dir: Path
     total_gpus: int
+    request_rate: float | None = None  # requests/s (benchmark.type request_rate); None: as fast as concurrency allows
+    arrival: str | None = None  # constant | poisson, with request_rate
+    trace_file: str | None = None  # mooncake JSONL trace to replay on its own timestamps (benchmark.type trace)
 
 
 @dataclass(frozen=True)
@@ -93,10 +104,13 @@ class BenchmarkClient(Protocol):
 
 
 class ClientBase(ABC):
-    """The defaults of every :class:`BenchmarkClient` capability: no tool env (the client is on PATH)."""
+    """The defaults of every :class:`BenchmarkClient` capability: no tool env (the client is on PATH),
+    plain concurrency points only (``manual`` runs no client)."""
 
     name: ClassVar[str]
     tool: str | None = None
+    #: the ``benchmark.type`` values this client can measure (perfsanity.spec.benchmark_types)
+    benchmark_types: frozenset[str] = frozenset({"concurrency", "manual"})
 
     @abstractmethod
     def command(self, run: ClientRun) -> ClientCommand: ...

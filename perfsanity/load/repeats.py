@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from perfsanity.load.results_json import (
     LATENCY_FIELDS,
+    POINT_FIELDS,
     SCALAR_METRICS,
     STAT_FIELDS,
     ConcurrencyResult,
@@ -44,9 +45,10 @@ def combine(repeats: Sequence[ConcurrencyResult]) -> ConcurrencyResult:
         return repeats[0]
     first = repeats[0]
     for r in repeats[1:]:
-        if (r.concurrency, r.client) != (first.concurrency, first.client):
-            raise ValueError(f"cannot combine c{r.concurrency}/{r.client} with c{first.concurrency}/{first.client}")
+        if (r.label, r.client) != (first.label, first.client):
+            raise ValueError(f"cannot combine {r.label}/{r.client} with {first.label}/{first.client}")
     fields: dict[str, object] = {"concurrency": first.concurrency, "client": first.client,
+                                 **{name: getattr(first, name) for name in POINT_FIELDS},
                                  "started_at": first.started_at, "ended_at": repeats[-1].ended_at}  # whole window
     for name in _COUNTS:
         fields[name] = _sum([getattr(r, name) for r in repeats])

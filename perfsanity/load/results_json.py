@@ -30,11 +30,18 @@ class LatencyStats(BaseModel):
 
 
 class ConcurrencyResult(BaseModel):
-    """What one client run at one concurrency measured."""
+    """What one client run at one measurement point measured (:mod:`perfsanity.spec.benchmark_types`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     concurrency: int = Field(ge=1)
+    point: str = Field(default="", description="the point's label (c8, rps2.c8, isl8192_osl1024.c8, trace.x); "
+                       "empty: a plain concurrency point written before benchmark types (c<concurrency>)")
+    benchmark_type: str = "concurrency"
+    request_rate: float | None = Field(default=None, description="requests/s (benchmark.type request_rate)")
+    arrival: str | None = None
+    isl: int | None = Field(default=None, ge=1, description="the point's input length when it has its own")
+    osl: int | None = Field(default=None, ge=1, description="the point's output length when it has its own")
     client: str
     requested: int = Field(ge=0, description="requests the client was asked to send")
     completed: int = Field(ge=0, description="requests that finished successfully")
@@ -69,6 +76,21 @@ class ConcurrencyResult(BaseModel):
     def metric(self, name: str) -> float | None:
         """Value of a flat metric name such as ``ttft_p99`` or ``output_token_throughput``."""
         return flatten(self).get(name)
+
+    @property
+    def label(self) -> str:
+        """The point's stable label: ``point``, or ``c<concurrency>`` for a plain concurrency point."""
+        return self.point or f"c{self.concurrency}"
+
+
+def point_order(result: ConcurrencyResult) -> tuple[int, int, float, int, str]:
+    """Sort key of results in a table or a plot: by ISL/OSL pair, rate, then concurrency (a plain
+    concurrency job: by concurrency, as before benchmark types)."""
+    return (result.isl or 0, result.osl or 0, result.request_rate or 0.0, result.concurrency, result.label)
+
+
+#: the fields that say which point a result measured (copied from a point onto its results)
+POINT_FIELDS = ("point", "benchmark_type", "request_rate", "arrival", "isl", "osl")
 
 
 class AccuracyResult(BaseModel):

@@ -25,11 +25,14 @@ def _validity(r: ConcurrencyResult) -> str:
 
 
 def format_table(results: Sequence[ConcurrencyResult]) -> str:
-    """One row per concurrency, every column right-aligned; a dropped (degenerate) value shows as ``-``."""
+    """One row per point (a ``point`` column leads when any is not a plain concurrency), every column right-aligned; a dropped (degenerate) value shows as ``-``."""
     rows = [(
         str(r.concurrency), f"{r.completed}/{r.requested}", str(r.failed),
         _f(r.output_token_throughput), _f(r.output_token_throughput_per_user),
         _f(r.ttft.median), _f(r.ttft.p99), _f(r.tpot.median, 2), _f(r.itl.median, 2), _f(r.e2e.median),
         str(max(len(r.repeats), 1)), _validity(r),
     ) for r in results]
+    if any(r.point for r in results):  # a benchmark type other than plain concurrency: name each point
+        return render_table(("point", *HEADERS), [(r.label, *row) for r, row in zip(results, rows, strict=True)],
+                            right_from=1)
     return render_table(HEADERS, rows, right_from=0)

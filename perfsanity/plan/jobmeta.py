@@ -65,8 +65,18 @@ MATCH_KEY_FIELDS: tuple[KeyField, ...] = (
     KeyField("osl", int),
     KeyField("concurrency", int),  # per result: not in job_meta.json
     KeyField("total_gpus", int),
+    # per result (perfsanity.spec.benchmark_types; migration 0003): the point's type and stable label
+    KeyField("benchmark_type", str, 32),
+    KeyField("point", str, 128),
 )
-PER_RESULT_KEYS = frozenset({"concurrency"})
+PER_RESULT_KEYS = frozenset({"concurrency", "benchmark_type", "point"})
+#: job_meta.json keys a point may replace with its own value (an ``isl_osl`` pair)
+POINT_OVERRIDABLE_KEYS = ("isl", "osl")
+
+
+def default_point(concurrency: int) -> str:
+    """The label of a plain concurrency point (perfsanity.spec.benchmark_types.default_label)."""
+    return f"c{concurrency}"
 
 
 def utc(ts: datetime) -> datetime:
@@ -83,6 +93,8 @@ class _MatchKeysMethods:
     """Behaviour of :class:`MatchKeys` (its fields come from :data:`MATCH_KEY_FIELDS`)."""
 
     def __post_init__(self) -> None:
+        if not self.point:  # type: ignore[attr-defined]  # keys made before benchmark types: the plain point
+            object.__setattr__(self, "point", default_point(self.concurrency))  # type: ignore[attr-defined]
         for f in MATCH_KEY_FIELDS:
             value = getattr(self, f.name)
             if f.type is str:
@@ -95,7 +107,16 @@ class _MatchKeysMethods:
                 raise ConfigError(None, f"keys.{f.name}", f"must be an integer >= 0, got {value!r}")
 
     def with_concurrency(self, concurrency: int) -> Any:
-        return dataclasses.replace(self, concurrency=concurrency)  # type: ignore[type-var]
+        """These keys at a plain concurrency point ``c<concurrency>``."""
+        return dataclasses.replace(self, concurrency=concurrency, benchmark_type="concurrency",  # type: ignore[type-var]
+                                   point=default_point(concurrency))
+
+    def for_result(self, result: Any) -> Any:
+        """These keys at the point ``result`` measured (a ``ConcurrencyResult``: its concurrency,
+        benchmark_type, label, and its own isl/osl when it has them)."""
+        own = {k: getattr(result, k) for k in POINT_OVERRIDABLE_KEYS if getattr(result, k, None) is not None}
+        return dataclasses.replace(self, concurrency=result.concurrency,  # type: ignore[type-var]
+                                   benchmark_type=result.benchmark_type, point=result.label, **own)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
@@ -111,7 +132,7 @@ class _MatchKeysMethods:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(file, "keys", f"unknown key(s) {unknown}; allowed: {sorted(names)}")
-        missing = sorted(names - set(data))
+        missing = sorted(names - set(data) - set(KEY_DEFAULTS))
         if missing:
             raise ConfigError(file, "keys", f"missing key(s) {missing}")
         try:
@@ -120,8 +141,12 @@ class _MatchKeysMethods:
             raise ConfigError(file, exc.key_path, exc.message) from None
 
 
+#: keys with a default (older callers and records name no benchmark type; point "" means c<concurrency>)
+KEY_DEFAULTS: dict[str, Any] = {"benchmark_type": "concurrency", "point": ""}
+
 MatchKeys = dataclasses.make_dataclass(
-    "MatchKeys", [(f.name, f.type) for f in MATCH_KEY_FIELDS], bases=(_MatchKeysMethods,),
+    "MatchKeys", [(f.name, f.type, dataclasses.field(default=KEY_DEFAULTS[f.name])) if f.name in KEY_DEFAULTS
+                  else (f.name, f.type) for f in MATCH_KEY_FIELDS], bases=(_MatchKeysMethods,),
     frozen=True, kw_only=True,
     namespace={"__doc__": "What must be equal for two measurements to be comparable (one history series "
                           "per value); fields: :data:`MATCH_KEY_FIELDS`."},
@@ -133,6 +158,18 @@ _KeysModel = create_model(
     **{f.name: (f.type, ...) for f in MATCH_KEY_FIELDS if f.name not in PER_RESULT_KEYS},
 )
 _KeysModel.__doc__ = "Match keys as found in ``job_meta.json`` (concurrency comes from each result)."
+
+
+def keys_at(keys: Any, result: Any) -> Any:
+    """The match keys of ``result``'s point from ``keys``: common :class:`MatchKeys` (moved to the point),
+    or a mapping point label → keys (a plain concurrency point may also be found by its concurrency).
+    None when the mapping has no entry for the point."""
+    if isinstance(keys, MatchKeys):
+        return keys.for_result(result)
+    found = keys.get(result.label)
+    if found is None and result.label == default_point(result.concurrency):
+        found = keys.get(result.concurrency)
+    return found
 
 
 # --------------------------------------------------------------------------------------------- meta
@@ -175,7 +212,13 @@ class JobMeta(BaseModel):
     run_id: str = ""  # one per prepared job (a UUID): the history's key of "this job was recorded"
 
     def match_keys(self, concurrency: int) -> Any:
-        return MatchKeys(**self.keys.model_dump(), concurrency=concurrency)
+        """The keys of the plain concurrency point ``c<concurrency>``."""
+        return MatchKeys(**self.keys.model_dump(), concurrency=concurrency, benchmark_type="concurrency",
+                         point=default_point(concurrency))
+
+    def keys_for(self, result: Any) -> Any:
+        """The keys of the point ``result`` (a ``ConcurrencyResult``) measured."""
+        return self.match_keys(result.concurrency).for_result(result)
 
     def run_meta(self, *, post_merge: bool) -> RunMeta:
         return RunMeta(

@@ -55,6 +55,7 @@ from perfsanity.plan.launch import (
     repo_path,
 )
 from perfsanity.spec import upstream
+from perfsanity.spec.benchmark_types import points
 from perfsanity.spec.cluster import ClusterDefaults
 from perfsanity.spec.config import MAX_TIMEOUT_S, Config, apply_overrides, config_from_dict, load_config
 from perfsanity.spec.loader import parse_yaml, read_text, read_yaml
@@ -321,6 +322,7 @@ def check_needed(config: Config, *, direct: bool) -> None:
                                   "behind nginx; only dynamo-mocker and dynamo-sglang take this section")
     check_wheels(config)
     check_accuracy_and_profiling(config)
+    points(config.benchmark, source=config.source)  # a bad trace_file is a submit-time error, not a node's
     if direct:
         if config.container_image is None and "environment.container_image" in unset:
             config.require("environment.container_image")

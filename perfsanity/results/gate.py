@@ -54,7 +54,9 @@ from perfsanity.load.results_json import (
     RunResult,
     flatten,
     higher_is_better,
+    point_order,
 )
+from perfsanity.plan.jobmeta import keys_at
 from perfsanity.results.gatestats import (
     DEFAULT_ALPHA,
     Sample,
@@ -318,6 +320,7 @@ class MetricVerdict(BaseModel):
 
     concurrency: int
     metric: str
+    point: str = ""  # the point's label (perfsanity.spec.benchmark_types); empty: c<concurrency>
     value: float | None
     baseline: float | None
     baseline_source: Literal["pinned", "history", "main-latest", "none"]
@@ -335,8 +338,12 @@ class MetricVerdict(BaseModel):
     change_point: str = ""  # the latest change point in the bad direction, naming its first run
 
     @property
+    def label(self) -> str:
+        return self.point or f"c{self.concurrency}"
+
+    @property
     def name(self) -> str:
-        return f"c{self.concurrency}.{self.metric}"
+        return f"{self.label}.{self.metric}"
 
     @property
     def regression(self) -> bool:
@@ -378,10 +385,11 @@ class GateReport(BaseModel):
     def regressions(self) -> list[MetricVerdict]:
         return [v for v in self.verdicts if v.regression]
 
-    def by_concurrency(self) -> dict[int, dict[str, MetricVerdict]]:
-        out: dict[int, dict[str, MetricVerdict]] = defaultdict(dict)
+    def by_point(self) -> dict[str, dict[str, MetricVerdict]]:
+        """Verdicts per point label, then per metric."""
+        out: dict[str, dict[str, MetricVerdict]] = defaultdict(dict)
         for v in self.verdicts:
-            out[v.concurrency][v.metric] = v
+            out[v.label][v.metric] = v
         return dict(out)
 
     def summary(self) -> str:
@@ -469,11 +477,12 @@ def judge(
 
 
 class _Test(BaseModel):
-    """One (concurrency, metric) before the family-wise step: everything but the verdict."""
+    """One (point, metric) before the family-wise step: everything but the verdict."""
 
     model_config = ConfigDict(frozen=True)
 
     concurrency: int
+    point: str
     metric: str
     higher: bool
     floor_pct: float
@@ -521,7 +530,7 @@ def _prepare(res: ConcurrencyResult, metric: str, records: Sequence[HistoryRecor
     higher = higher_is_better(metric)
     today = result_sample(res, metric)
     if res.validity == "client_saturated":  # never gated as a server regression, never in the family
-        return _Test(concurrency=res.concurrency, metric=metric, higher=higher, floor_pct=0.0,
+        return _Test(concurrency=res.concurrency, point=res.point, metric=metric, higher=higher, floor_pct=0.0,
                      value=today.mean if today is not None else None, repeats=today.n if today is not None else 1,
                      baseline=None, source="none", days=0, runs=0, note="client_saturated: " + "; ".join(res.evidence),
                      sigma_pct=None, se_pct=None, df=0, pvalue=None, change_point="", saturated=True)
@@ -561,7 +570,7 @@ def _prepare(res: ConcurrencyResult, metric: str, records: Sequence[HistoryRecor
         change_point = _change_point(samples, today, metric, now)
     return _Test(
         degenerate=res.invalid_metrics.get(metric.split("_", 1)[0], ""),
-        concurrency=res.concurrency, metric=metric, higher=higher,
+        concurrency=res.concurrency, point=res.point, metric=metric, higher=higher,
         floor_pct=config.threshold(metric).pct(pre_merge=pre_merge),
         value=today.mean if today is not None else None, repeats=today.n if today is not None else 1,
         baseline=baseline, source=source, days=days, runs=runs or 0, note=note, sigma_pct=sigma_pct,
@@ -571,7 +580,7 @@ def _prepare(res: ConcurrencyResult, metric: str, records: Sequence[HistoryRecor
 
 def _verdict(t: _Test, level: float | None, *, config: GateConfig, pre_merge: bool) -> MetricVerdict:
     if t.saturated:
-        return MetricVerdict(concurrency=t.concurrency, metric=t.metric, value=t.value, baseline=None,
+        return MetricVerdict(concurrency=t.concurrency, point=t.point, metric=t.metric, value=t.value, baseline=None,
                              baseline_source="none", delta_pct=None, threshold_pct=0.0, higher_is_better=t.higher,
                              verdict=Verdict.CLIENT_SATURATED, note=t.note, repeats=t.repeats)
     if t.se_pct is not None and level is not None:
@@ -587,7 +596,7 @@ def _verdict(t: _Test, level: float | None, *, config: GateConfig, pre_merge: bo
     else:
         note = t.note
     return MetricVerdict(
-        concurrency=t.concurrency, metric=t.metric, value=t.value, baseline=t.baseline,
+        concurrency=t.concurrency, point=t.point, metric=t.metric, value=t.value, baseline=t.baseline,
         baseline_source=t.source,  # type: ignore[arg-type]
         delta_pct=delta, threshold_pct=round(threshold, 4), higher_is_better=t.higher, verdict=verdict,
         history_days=t.days, note=note, repeats=t.repeats, baseline_runs=t.runs, sigma_pct=t.sigma_pct,
@@ -601,25 +610,25 @@ def evaluate(
     config: GateConfig | None = None,
     pre_merge: bool = False,
     history: HistoryStore | None = None,
-    keys: MatchKeys | Mapping[int, MatchKeys] | None = None,
+    keys: MatchKeys | Mapping[str | int, MatchKeys] | None = None,
     now: datetime | None = None,
 ) -> GateReport:
-    """Gate every (concurrency, gated metric) of ``run`` as one family (see the module docstring).
+    """Gate every (point, gated metric) of ``run`` as one family (see the module docstring).
 
-    ``keys`` (common, or per concurrency) select the history series; without ``history`` or ``keys``
+    ``keys`` (common, or per point label) select the history series; without ``history`` or ``keys``
     only pinned baselines are used. History is read from ``[now - lookback_days, now)``, so the run
     being gated never feeds its own baseline.
     """
     config = config or GateConfig()
     now = utc(now) if now is not None else datetime.now(UTC)
     since = now - timedelta(days=config.lookback_days)
-    records: dict[int, list[HistoryRecord]] | None = None
+    records: dict[str, list[HistoryRecord]] | None = None
     if history is not None and keys is not None:
         records = {}
         for res in run.results:
-            k = keys.with_concurrency(res.concurrency) if isinstance(keys, MatchKeys) else keys.get(res.concurrency)
+            k = keys_at(keys, res)
             if k is not None:
-                records[res.concurrency] = history.query(k, since=since, until=now, valid_only=True,
+                records[res.label] = history.query(k, since=since, until=now, valid_only=True,
                                                          post_merge_only=True)
     report = evaluate_records(run, records, config=config, pre_merge=pre_merge, now=now)
     if history is not None:
@@ -629,17 +638,17 @@ def evaluate(
 
 def evaluate_records(
     run: RunResult,
-    records: Mapping[int, Sequence[HistoryRecord]] | None,
+    records: Mapping[str, Sequence[HistoryRecord]] | None,
     *,
     config: GateConfig,
     pre_merge: bool,
     now: datetime,
 ) -> GateReport:
-    """:func:`evaluate` on history already selected: ``records`` per concurrency (valid post-merge,
+    """:func:`evaluate` on history already selected: ``records`` per point label (valid post-merge,
     oldest first, before ``now``), or None when there is no history at all."""
     tests: list[_Test] = []
-    for res in sorted(run.results, key=lambda r: r.concurrency):
-        mine = records.get(res.concurrency, ()) if records is not None else ()
+    for res in sorted(run.results, key=point_order):
+        mine = records.get(res.label, ()) if records is not None else ()
         for metric in config.metrics:
             tests.append(_prepare(res, metric, mine, config=config, pre_merge=pre_merge,
                                   have_history=records is not None, now=now))

@@ -124,9 +124,9 @@ def record_run(store: Any, job_dir: Path, run: Any, meta: Any, report: Any, *, p
     except AlreadyRecorded as exc:
         print(f"already recorded in {store.masked_url} (records {exc.ids}); not adding again", file=out)
         return
-    by_conc = report.by_concurrency()
+    by_point = report.by_point()
     for rid, res in zip(ids, run.results, strict=True):
-        verdicts = {m: v.verdict.value for m, v in by_conc.get(res.concurrency, {}).items()}
+        verdicts = {m: v.verdict.value for m, v in by_point.get(res.label, {}).items()}
         if verdicts:
             store.set_gate_verdicts(rid, verdicts)
     write_atomic(marker, json.dumps({"history": store.masked_url, "ids": ids}) + "\n")
@@ -144,14 +144,14 @@ def record_run(store: Any, job_dir: Path, run: Any, meta: Any, report: Any, *, p
 def print_gate(report: Any, out: TextIO) -> None:
     rows, colors = [], []
     color_of = {"WARN": "33", "FAIL": "31", "PASS": "32"}
-    for v in sorted(report.verdicts, key=lambda x: (x.concurrency, x.metric)):
+    for v in sorted(report.verdicts, key=lambda x: (x.concurrency, x.label, x.metric)):
         delta = "-" if v.delta_pct is None else f"{v.delta_pct:+.1f}%"
-        rows.append([str(v.concurrency), v.metric, num(v.value), num(v.baseline), v.baseline_source, delta,
+        rows.append([v.label, v.metric, num(v.value), num(v.baseline), v.baseline_source, delta,
                      f"{v.threshold_pct:g}%", v.verdict.value])
         colors.append(color_of.get(v.verdict.value))
     print(report.summary(), file=out)
     if rows:
-        print_table(["conc", "metric", "value", "baseline", "source", "delta", "threshold", "verdict"], rows, out,
+        print_table(["point", "metric", "value", "baseline", "source", "delta", "threshold", "verdict"], rows, out,
                     colors=colors, right_from=2)
 
 

@@ -1,4 +1,4 @@
-"""Perf history: one record per (run, concurrency), in SQLite (default) or PostgreSQL, via SQLAlchemy 2.
+"""Perf history: one record per (run, point), in SQLite (default) or PostgreSQL, via SQLAlchemy 2.
 
 The store is safe for several processes writing at once:
 
@@ -58,7 +58,17 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 from perfsanity.common.errors import ConfigError, PerfsanityError
 from perfsanity.common.redact import mask_url
 from perfsanity.load.results_json import RunResult, flatten, repeat_metrics
-from perfsanity.plan.jobmeta import JOB_META_FILE, MATCH_KEY_FIELDS, JobMeta, KeyField, MatchKeys, RunMeta, utc
+from perfsanity.plan.jobmeta import (
+    JOB_META_FILE,
+    MATCH_KEY_FIELDS,
+    JobMeta,
+    KeyField,
+    MatchKeys,
+    RunMeta,
+    default_point,
+    keys_at,
+    utc,
+)
 from perfsanity.results import migrations
 
 SCHEMA_VERSION = 1
@@ -140,7 +150,9 @@ _Record: Any = type("_Record", (_Base,), {
     "__tablename__": "perf_records",
     "__table_args__": (Index("ix_perf_records_config_conc_ts", "config_name", "concurrency", "ts"),
                        # a run is recorded once: a second add of the same run id is refused (migration 0002)
-                       Index("uq_perf_records_run_conc", "run_uid", "concurrency", unique=True)),
+                       # widened to the point by migration 0003 (a run has several points per concurrency)
+                       Index("uq_perf_records_run_point", "run_uid", "concurrency", "benchmark_type", "point",
+                             unique=True)),
     "id": mapped_column(Integer, primary_key=True, autoincrement=True),
     "run_uid": mapped_column(String(36), index=True, nullable=False),
     **{f.name: mapped_column(_key_column_type(f), nullable=False) for f in MATCH_KEY_FIELDS},
@@ -355,14 +367,14 @@ class HistoryStore:
 
     def add_run(
         self,
-        keys: MatchKeys | Mapping[int, MatchKeys],
+        keys: MatchKeys | Mapping[str | int, MatchKeys],
         run: RunResult,
         meta: RunMeta | None = None,
     ) -> list[int]:
-        """Store every concurrency of ``run``; returns the new record ids in ``run.results`` order.
+        """Store every point of ``run``; returns the new record ids in ``run.results`` order.
 
-        ``keys`` is either common keys (their ``concurrency`` is replaced by each result's) or a mapping
-        concurrency → keys. A run whose status is ``failed``, a concurrency with no completed
+        ``keys`` is either common keys (moved to each result's point: concurrency, benchmark type,
+        label, own isl/osl) or a mapping point label → keys (a plain point also by its concurrency). A run whose status is ``failed``, a concurrency with no completed
         request, or a client_saturated one is stored as invalid (it never feeds a baseline).
         """
         meta = meta or RunMeta()
@@ -370,17 +382,15 @@ class HistoryStore:
         run_uid = meta.run_id or str(uuid.uuid4())
         rows: list[_Record] = []
         for res in run.results:
-            if isinstance(keys, MatchKeys):
-                k = keys.with_concurrency(res.concurrency)
-            else:
-                if res.concurrency not in keys:
-                    raise ConfigError(None, "keys", f"no match keys for concurrency {res.concurrency}")
-                k = keys[res.concurrency]
-                if k.concurrency != res.concurrency:
-                    raise ConfigError(
-                        None, f"keys[{res.concurrency}].concurrency", f"is {k.concurrency}, result says "
-                        f"{res.concurrency}"
-                    )
+            k = keys_at(keys, res)
+            if k is None:
+                what = (f"concurrency {res.concurrency}" if res.label == default_point(res.concurrency)
+                        else f"point {res.label}")
+                raise ConfigError(None, "keys", f"no match keys for {what}")
+            for name, mine in (("concurrency", res.concurrency), ("point", res.label)):
+                if getattr(k, name) != mine:
+                    raise ConfigError(None, f"keys[{res.label}].{name}", f"is {getattr(k, name)!r}, result says "
+                                      f"{mine!r}")
             for name in ("config_name", "backend", "mode", "total_gpus"):
                 if getattr(k, name) != getattr(run, name):
                     raise ConfigError(
@@ -569,13 +579,13 @@ def group_by_keys(records: Iterable[HistoryRecord]) -> dict[MatchKeys, list[Hist
     return out
 
 
-def keys_for_run(job_meta: JobMeta, run: RunResult) -> dict[int, MatchKeys]:
-    """Match keys per concurrency of ``run``; checks that meta and results describe the same run."""
+def keys_for_run(job_meta: JobMeta, run: RunResult) -> dict[str, MatchKeys]:
+    """Match keys per point label of ``run``; checks that meta and results describe the same run."""
     for name in ("config_name", "backend", "mode", "total_gpus"):
         mine, theirs = getattr(job_meta.keys, name), getattr(run, name)
         if mine != theirs:
             raise ConfigError(JOB_META_FILE, f"keys.{name}", f"{mine!r} differs from results.json ({theirs!r})")
-    return {res.concurrency: job_meta.match_keys(res.concurrency) for res in run.results}
+    return {res.label: job_meta.keys_for(res) for res in run.results}
 
 
 __all__: Sequence[str] = (

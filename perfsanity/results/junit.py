@@ -87,6 +87,7 @@ def gate_testcase(v: MetricVerdict, config_name: str) -> ET.Element:
     _props(case, [
         ("metric", v.metric),
         ("concurrency", v.concurrency),
+        ("point", v.label),
         ("value", v.value),
         ("baseline", v.baseline),
         ("baseline_source", v.baseline_source),

@@ -125,6 +125,13 @@ def _details(report: dict) -> str:
     return "\n".join(f"--- {name} ---\n{text}" for name, text in report["log_tails"].items() if text)
 
 
+def stopped_reason(job_dir: Path) -> str:
+    """Why a manual job ended (``stopped by user (SIGTERM)``, the time limit), from its benchmark.status;
+    "" for any other job."""
+    status = Rendezvous(job_dir / "rendezvous").status() or {}
+    return str(status.get("reason") or "") if status.get("status") == "stopped" else ""
+
+
 def finalize(job_dir: Path, *, job_exit_code: int, reason: str = "",
              environ: Mapping[str, str] | None = None) -> int:
     """The submit side's results pipeline for a finished (or killed) job: record → gate → junit →
@@ -186,7 +193,7 @@ def finalize(job_dir: Path, *, job_exit_code: int, reason: str = "",
     except (PerfsanityError, OSError, ValueError) as exc:
         print(f"warning: report.html not written: {exc}", flush=True)
     why = [f[1] for f in failures] + [a.verdict_text() for a in accuracy_failed]
-    triage(job_dir, reason="; ".join(why))
+    triage(job_dir, reason="; ".join(why) if why else stopped_reason(job_dir))
 
     exit_code = job_exit_code or (1 if gate_failed or bad_results or accuracy_failed else 0)
     final = {"exit_code": exit_code, "job_exit_code": job_exit_code, "reason": reason,

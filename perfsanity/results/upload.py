@@ -113,6 +113,8 @@ def document(record: HistoryRecord) -> dict[str, Any]:
         "l_isl": k.isl,
         "l_osl": k.osl,
         "l_concurrency": k.concurrency,
+        "s_benchmark_type": k.benchmark_type,
+        "s_point": k.point,
         "l_num_gpus": k.total_gpus,
         "s_commit": record.commit,
         "s_branch": record.branch,
@@ -134,7 +136,10 @@ def document(record: HistoryRecord) -> dict[str, Any]:
 
 
 def document_id(record: HistoryRecord) -> str:
-    return hashlib.sha256(f"{record.run_uid}:{record.keys.concurrency}".encode()).hexdigest()[:32]
+    k = record.keys
+    # a plain concurrency point keeps the id it had before benchmark types
+    point = str(k.concurrency) if (k.benchmark_type, k.point) == ("concurrency", f"c{k.concurrency}") else k.point
+    return hashlib.sha256(f"{record.run_uid}:{point}".encode()).hexdigest()[:32]
 
 
 def bulk_body(records: Sequence[HistoryRecord], index: str) -> bytes:

@@ -15,6 +15,7 @@ node needs no history-database credentials. Its exit code means only "valid meas
 from __future__ import annotations
 
 import json
+import shlex
 import time
 import urllib.error
 import urllib.request
@@ -22,10 +23,11 @@ from collections import Counter
 from collections.abc import Mapping
 
 from perfsanity.common.errors import PerfsanityError, WaitTimeout
+from perfsanity.common.files import write_atomic
 from perfsanity.common.processes import NodeBusy, ProcessSet, TreeCpu, node_cores
 from perfsanity.common.waits import wait_until
 from perfsanity.load import get_client
-from perfsanity.load.base import ClientRun
+from perfsanity.load.base import ClientRun, check_benchmark_type
 from perfsanity.load.repeats import combine
 from perfsanity.load.results_json import ConcurrencyResult, ProfilerCall, RunResult
 from perfsanity.load.summary import format_table
@@ -34,6 +36,7 @@ from perfsanity.load.validity import cores_needed, mark
 from perfsanity.run import profiler_hooks
 from perfsanity.run.accuracy import run_accuracy
 from perfsanity.run.job import Job, client_model_name, client_name, model_path, resolve_argv
+from perfsanity.spec.benchmark_types import Point, default_label, points
 from perfsanity.spec.config import DEFAULT_REPEATS
 
 
@@ -132,8 +135,10 @@ def wait_whole_path(job: Job) -> str:
     return url
 
 
-def run_one(job: Job, run: ClientRun, client_name: str, tag: str = "") -> ConcurrencyResult:
-    """One client run; ``tag`` (e.g. ``-r2``) names the repeat in the log file."""
+def run_one(job: Job, run: ClientRun, client_name: str, tag: str = "", label: str = "") -> ConcurrencyResult:
+    """One client run of the point ``label`` (default ``c<concurrency>``); ``tag`` (e.g. ``-r2``) names
+    the repeat in the log file."""
+    label = label or default_label(run.concurrency)
     client = get_client(client_name)
     cmd = client.command(run)
     run.out_dir.mkdir(parents=True, exist_ok=True)
@@ -142,12 +147,12 @@ def run_one(job: Job, run: ClientRun, client_name: str, tag: str = "") -> Concur
         env.pop(name, None)
     env.update(cmd.env_set)
     argv = resolve_argv(tuple(cmd.argv), cmd.tool)
-    log = job.job_dir / "logs" / f"client-c{run.concurrency}{tag}.log"
+    log = job.job_dir / "logs" / f"client-{label}{tag}.log"
     limit = job.config.timeouts.client_per_concurrency
-    job.log(f"concurrency {run.concurrency}: {run.num_prompts} requests; {' '.join(argv)}")
+    job.log(f"{point_text(label, run.concurrency)}: {run.num_prompts} requests; {' '.join(argv)}")
     started_at = time.time()
     with ProcessSet() as procs:
-        proc = procs.start(f"{client_name} c{run.concurrency}", argv, env=env, log_path=log, cwd=run.out_dir)
+        proc = procs.start(f"{client_name} {label}", argv, env=env, log_path=log, cwd=run.out_dir)
         cpu, busy = TreeCpu(proc.pid), NodeBusy()
 
         def finished() -> bool:
@@ -157,13 +162,13 @@ def run_one(job: Job, run: ClientRun, client_name: str, tag: str = "") -> Concur
 
         try:
             wait_until(finished, timeout_s=limit, poll_s=0.2, max_poll_s=1.0,
-                       what=f"{client_name} at concurrency {run.concurrency} to finish "
+                       what=f"{client_name} at {point_text(label, run.concurrency)} to finish "
                        f"(timeouts.client_per_concurrency)")
         except WaitTimeout as exc:
             raise WaitTimeout(f"{exc} (log {log})\n--- last lines of the client log ---\n{proc.tail(20)}") from None
         if proc.poll() != 0:
             # first line = the failure as recorded in results.json / junit; the tail follows
-            raise PerfsanityError(f"{client_name} at concurrency {run.concurrency} exited with code "
+            raise PerfsanityError(f"{client_name} at {point_text(label, run.concurrency)} exited with code "
                                   f"{proc.poll()} (log {log})\n--- last lines of the client log ---\n{proc.tail(30)}")
     result = client.parse(run)
     tree, busiest = cpu.cores()
@@ -181,8 +186,24 @@ def another_repeat_fits(done: int, spent_s: float, budget_s: float, *, pinned: i
     return spent_s * (done + 1) / done <= budget_s
 
 
-def run_repeats(job: Job, url: str, model: str, tokenizer: str, conc: int) -> tuple[ConcurrencyResult, list[str]]:
-    """Every repeat of one concurrency (``benchmark.repeats``; unset: up to DEFAULT_REPEATS, stopping
+def point_text(label: str, concurrency: int) -> str:
+    """``concurrency 8`` for a plain concurrency point (as before benchmark types), else ``point rps2.c8``."""
+    return f"concurrency {concurrency}" if label == default_label(concurrency) else f"point {label}"
+
+
+def point_fields(point: Point) -> dict[str, object]:
+    """What a result says about the point it measured (:data:`~perfsanity.load.results_json.POINT_FIELDS`);
+    a plain concurrency point keeps the results.json of before benchmark types."""
+    if point.benchmark_type == "concurrency" and point.label == default_label(point.concurrency):
+        return {}
+    own_lengths = point.benchmark_type != "trace"
+    return {"point": point.label, "benchmark_type": point.benchmark_type, "request_rate": point.request_rate,
+            "arrival": point.arrival, "isl": point.input_length if own_lengths else None,
+            "osl": point.output_length if own_lengths else None}
+
+
+def run_repeats(job: Job, url: str, model: str, tokenizer: str, point: Point) -> tuple[ConcurrencyResult, list[str]]:
+    """Every repeat of one point (``benchmark.repeats``; unset: up to DEFAULT_REPEATS, stopping
     before a repeat that would end past ``timeouts.client_per_concurrency``), combined into their mean.
     A repeat that fails the validity check ends the concurrency: its reasons are returned."""
     bench = job.config.benchmark
@@ -191,28 +212,31 @@ def run_repeats(job: Job, url: str, model: str, tokenizer: str, conc: int) -> tu
     repeats: list[ConcurrencyResult] = []
     problems: list[str] = []
     started = time.monotonic()
+    label = point.label
     for i in range(wanted):
-        out_dir = job.job_dir / "client" / f"c{conc}"
+        out_dir = job.job_dir / "client" / label
         run = ClientRun(
-            url=url, model_name=model, tokenizer=tokenizer, concurrency=conc,
-            num_prompts=bench.num_prompts(conc), input_length=bench.input_length,
-            output_length=bench.output_length, streaming=bench.streaming,
+            url=url, model_name=model, tokenizer=tokenizer, concurrency=point.concurrency,
+            num_prompts=point.num_prompts, input_length=point.input_length,
+            output_length=point.output_length, streaming=bench.streaming,
             request_timeout_s=bench.request_timeout_s, random_seed=bench.random_seed,
             warmup_requests=bench.warmup_requests, dataset_file=bench.dataset_file,
             out_dir=out_dir / f"r{i}" if wanted > 1 else out_dir, total_gpus=job.topology.total_gpus,
+            request_rate=point.request_rate, arrival=point.arrival, trace_file=point.trace_file,
         )
-        repeats.append(run_one(job, run, client_name(job.config), tag=f"-r{i}" if wanted > 1 else ""))
+        one = run_one(job, run, client_name(job.config), tag=f"-r{i}" if wanted > 1 else "", label=label)
+        repeats.append(one.model_copy(update=point_fields(point)))
         problems = validity_check(repeats[-1], requested=run.num_prompts, max_failed_rate=bench.max_failed_rate,
                                   streaming=bench.streaming)
         if problems:
             break
         spent = time.monotonic() - started
         if len(repeats) < wanted and not another_repeat_fits(len(repeats), spent, budget, pinned=bench.repeats):
-            job.log(f"concurrency {conc}: {len(repeats)} of {wanted} repeats; another would end past "
+            job.log(f"{point_text(label, point.concurrency)}: {len(repeats)} of {wanted} repeats; another would end past "
                     f"timeouts.client_per_concurrency ({budget} s; {spent:.0f} s so far)")
             break
     if wanted > 1:
-        job.log(f"concurrency {conc}: mean of {len(repeats)} repeat(s)")
+        job.log(f"{point_text(label, point.concurrency)}: mean of {len(repeats)} repeat(s)")
     return combine(repeats), problems
 
 
@@ -223,15 +247,60 @@ def say_saturation(job: Job, results: list[ConcurrencyResult]) -> None:
     for r in saturated:
         need = cores_needed(r)
         need_text = f"; measuring it needs ~{need} client cores (this node has {cores})" if need else ""
-        job.log(f"concurrency {r.concurrency}: client_saturated, not gated or baselined: "
+        job.log(f"{point_text(r.label, r.concurrency)}: client_saturated, not gated or baselined: "
                 f"{'; '.join(r.evidence)}{need_text}")
     if results and len(saturated) == len(results):
-        job.log(f"every point ({', '.join(f'c{r.concurrency}' for r in results)}) is client_saturated: these "
+        job.log(f"every point ({', '.join(r.label for r in results)}) is client_saturated: these "
                 f"numbers measure the client on {cores} core(s), not the server; nothing will be gated or baselined")
+
+
+ENDPOINT_FILE = "endpoint.json"
+ENV_LAUNCHER_PID = "PERFSANITY_LAUNCHER_PID"  # set by the local launcher: the process to signal to stop
+
+
+def stop_hint(environ: Mapping[str, str]) -> dict[str, object]:
+    """How to end a manual job: ``scancel`` of its SLURM job, or SIGTERM to the local launcher."""
+    pid = environ.get(ENV_LAUNCHER_PID, "")
+    if pid.isdigit():
+        return {"pid": int(pid), "command": f"kill -TERM {pid}"}
+    job_id = environ.get("SLURM_JOB_ID")
+    if job_id:
+        return {"slurm_job_id": job_id, "command": f"scancel {shlex.quote(job_id)}"}
+    return {"command": "Ctrl-C in the terminal that started the job"}
+
+
+def run_manual(job: Job) -> None:
+    """benchmark.type manual: once the whole path serves, write ``endpoint.json`` (URL, model, how to
+    stop) and stay up until the launcher stops the job (a signal, or the time limit ``slurm.timeout``)."""
+    cfg = job.config
+    url = wait_whole_path(job)
+    model = client_model_name(job)
+    endpoint = {"url": url, "completions_url": f"{url}/v1/completions", "model": model,
+                "job_dir": str(job.job_dir), "stop": stop_hint(job.environ)}
+    write_atomic(job.job_dir / ENDPOINT_FILE, json.dumps(endpoint, indent=2) + "\n")
+    RunResult(config_name=cfg.name, backend=cfg.metadata.backend, mode=cfg.benchmark.mode,
+              total_gpus=job.topology.total_gpus, status="passed").write(job.job_dir / "results.json")
+    job.log(f"manual job: {url} serves {model!r}; stop it with: {endpoint['stop']['command']} "
+            f"(written to {job.job_dir / ENDPOINT_FILE})")
+    print(json.dumps(endpoint), flush=True)
+
+    def stopped() -> bool:
+        job.rendezvous.raise_if_failed()  # a server that dies ends the job as a failure
+        return job.rendezvous.status() is not None  # the launcher's "stopped" status
+
+    try:
+        wait_until(stopped, timeout_s=cfg.slurm.timeout, poll_s=0.5, max_poll_s=2.0,
+                   what="the user to stop the manual job (endpoint.json names how)")
+    except WaitTimeout:
+        job.log(f"manual job: slurm.timeout={cfg.slurm.timeout}s reached; stopping")
 
 
 def run_benchmark(job: Job) -> None:
     cfg = job.config
+    check_benchmark_type(get_client(client_name(cfg)), cfg.benchmark.type, source=cfg.source)
+    if cfg.benchmark.type == "manual":
+        run_manual(job)
+        return
     bench = cfg.benchmark
     rdv = job.rendezvous
     results: list[ConcurrencyResult] = []
@@ -247,10 +316,10 @@ def run_benchmark(job: Job) -> None:
         ready_s = time.monotonic() - t_start
         job.log(f"{url} serves {model!r} ({ready_s:.1f}s after the benchmark started)")
         tokenizer = model_path(job)
-        for conc in bench.concurrency_list:
+        for point in points(bench, source=cfg.source):
             try:
-                with profiler_hooks.window(job, conc, calls):
-                    result, problems = run_repeats(job, url, model, tokenizer, conc)
+                with profiler_hooks.window(job, point.concurrency, calls):
+                    result, problems = run_repeats(job, url, model, tokenizer, point)
             finally:
                 run_result = run_result.model_copy(update={"profiler_calls": tuple(calls)})
             results.append(result)

@@ -134,7 +134,8 @@ def client_name(config: Config) -> str:
     bench = config.benchmark
     if bench.client is not None:
         return bench.client
-    return default_client(needs_gpu=get_backend(config.metadata.backend).needs_gpu, has_dataset=bool(bench.dataset_file))
+    return default_client(needs_gpu=get_backend(config.metadata.backend).needs_gpu, has_dataset=bool(bench.dataset_file),
+                          benchmark_type=bench.type)
 
 
 def client_model_name(job: Job) -> str:

@@ -49,6 +49,7 @@ from perfsanity.spec.config import Config
 from perfsanity.spec.topology import Topology
 
 BENCHMARK = "BENCHMARK"
+STOPPED_BY_USER = "stopped by user"  # how a manual job's end is recorded (report.json, benchmark.status)
 # a previous run's outputs: moved aside on a requeue (the job dir itself, launch.sh and config stay)
 RUN_OUTPUTS = ("rendezvous", "preflight", "discovery", "engine", "logs", "client", "profiles", "results.json", "junit.xml",
                "report.json", "report.html", "gate.json", "gate_junit.xml", "history_records.json",
@@ -74,12 +75,14 @@ class RunContext:
     print_triage: bool = True  # print the triage report (the local executor prints its own at the end)
     poll_s: float = 0.2
     preflight: PreflightPlan | None = None  # None: no preflight stage
+    manual: bool = False  # benchmark.type manual: a signal or the time limit is the job's normal end
 
     @classmethod
     def from_config(cls, config: Config, topology: Topology, job_dir: Path, **kw: object) -> RunContext:
         return cls(job_dir=Path(job_dir), steps=role_plan(config, topology), total_nodes=topology.total_nodes,
                    install_timeout=config.timeouts.install, shutdown_timeout=config.timeouts.shutdown,
-                   job_timeout=config.slurm.timeout, total_gpus=topology.total_gpus, **kw)  # type: ignore[arg-type]
+                   job_timeout=config.slurm.timeout, total_gpus=topology.total_gpus,
+                   manual=config.benchmark.type == "manual", **kw)  # type: ignore[arg-type]
 
 
 class StageFailed(Exception):
@@ -88,6 +91,14 @@ class StageFailed(Exception):
     def __init__(self, exit_code: int, reason: str) -> None:
         super().__init__(reason)
         self.exit_code = exit_code
+        self.reason = reason
+
+
+class ManualStop(Exception):
+    """A manual job reached its end (the time limit): the reason report.json records."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
         self.reason = reason
 
 
@@ -122,6 +133,8 @@ class Supervisor:
                 self.start_roles(hosts)
                 verdict, servers_may_stop = self.await_verdict()
                 self.shutdown(wait_first=servers_may_stop)
+            except ManualStop as stop:
+                verdict = self._stop_manual(stop.reason)
             except StageFailed as failed:
                 self.log(failed.reason)
                 self._triage(failed.reason)
@@ -256,6 +269,8 @@ class Supervisor:
                     ended_ok.add(role)
                     self.log(f"{role} exited 0")
             if self.deadline.expired:
+                if ctx.manual:
+                    raise ManualStop(f"{STOPPED_BY_USER}: the time limit slurm.timeout={ctx.job_timeout:g}s was reached")
                 raise StageFailed(1, f"job exceeded slurm.timeout={ctx.job_timeout:g}s; stopping every step")
             self._tick()
 
@@ -318,7 +333,21 @@ class Supervisor:
         if self.ctx.print_triage:
             print(format_report(report), flush=True)
 
+    def _stop_manual(self, reason: str) -> int:
+        """The normal end of a manual job: say why, tell every role (the status file stops the servers),
+        stop what is left, exit 0."""
+        self.log(reason)
+        Rendezvous(self.ctx.job_dir / "rendezvous").write_status("stopped", reason=reason)
+        self._triage(reason)
+        grace = Deadline(self.ctx.shutdown_timeout, "the roles of a manual job to stop on its status file")
+        while self._running() and not grace.expired:
+            self._tick(check_signal=False)
+        self.shutdown(wait_first=False)
+        return 0
+
     def _on_signal(self, signum: int) -> int:
+        if self.ctx.manual and self.started.get(BENCHMARK) is not None:
+            return self._stop_manual(f"{STOPPED_BY_USER} ({signal.Signals(signum).name})")
         if signum == signal.SIGTERM:
             why, rc = "job received SIGTERM (scancel or time limit); role log tails follow", self.ctx.term_exit
         elif signum == signal.SIGHUP:

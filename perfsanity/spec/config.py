@@ -38,6 +38,8 @@ from pydantic import (
 
 from perfsanity.common.errors import ConfigError
 from perfsanity.spec import upstream
+from perfsanity.spec.benchmark_types import DEFAULT_TYPE, Arrival, BenchmarkType
+from perfsanity.spec.benchmark_types import check as check_benchmark
 from perfsanity.spec.envvars import EnvAssignment, parse_env_string, to_string
 from perfsanity.spec.infra import Frontend, Infra
 from perfsanity.spec.loader import read_yaml
@@ -321,7 +323,12 @@ def _concurrency_list(value: Any) -> tuple[int, ...]:
 
 class Benchmark(_Strict):
     mode: Mode = "e2e"
+    type: BenchmarkType = Field(default=DEFAULT_TYPE, description="perfsanity.spec.benchmark_types")
     concurrency_list: tuple[int, ...] = (1,)
+    request_rates: tuple[float, ...] = Field(default=(), description="requests/s, one point each (type request_rate)")
+    arrival: Arrival = "constant"
+    isl_osl: tuple[tuple[int, int], ...] = Field(default=(), description="[[isl, osl], ...]: one point per pair")
+    trace_file: str | None = Field(default=None, description="mooncake JSONL trace (type trace)")
     input_length: int = Field(default=1024, ge=1, le=10_000_000)
     output_length: int = Field(default=1024, ge=1, le=10_000_000)
     multi_round: int = Field(default=1, ge=1, le=10_000)
@@ -349,6 +356,35 @@ class Benchmark(_Strict):
             raise ValueError("client 'perfsanity' sends synthetic token-id prompts and reads no dataset_file; "
                              "use client: aiperf for a dataset")
         return self
+
+    @field_validator("request_rates")
+    @classmethod
+    def _rates(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        for rate in v:
+            if not (0 < rate <= 1_000_000):
+                raise ValueError(f"{rate!r} is not a rate in (0, 1000000] requests/s")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a rate twice")
+        return v
+
+    @field_validator("isl_osl", mode="before")
+    @classmethod
+    def _pair_shape(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            for item in v:
+                if not isinstance(item, (list, tuple)) or len(item) != 2:
+                    raise ValueError(f"{item!r}: each entry must be a pair [isl, osl], e.g. [[1024, 1024], [8192, 1024]]")
+        return v
+
+    @field_validator("isl_osl")
+    @classmethod
+    def _pairs(cls, v: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        for isl, osl in v:
+            if not (1 <= isl <= 10_000_000 and 1 <= osl <= 10_000_000):
+                raise ValueError(f"[{isl}, {osl}]: input and output lengths must be in [1, 10000000]")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a pair twice")
+        return v
 
     def num_prompts(self, concurrency: int) -> int:
         """Requests sent at one concurrency: concurrency × multi_round."""
@@ -493,6 +529,7 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _roles(self) -> Config:
         hw, wc, mode = self.hardware, self.worker_config, self.benchmark.mode
+        check_benchmark(self.benchmark)
         if self.kind == "aggr":
             if wc.server is None:
                 raise ValueError("worker_config.server is required for an aggregated config")

@@ -123,6 +123,17 @@ class LocalJob:
             pytest.fail(f"{' '.join(self.argv)} still running after {timeout_s}s; output:\n{self.output()[-4000:]}")
         return Finished(self.proc.returncode, self.output(), time.monotonic() - self.started, self.out)
 
+    def wait_for_files(self, *paths: Path, timeout_s: float, what: str) -> None:
+        """Until every one of ``paths`` exists; fails when the job ends first or after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(p.exists() for p in paths):
+                return
+            if self.proc.poll() is not None:
+                pytest.fail(f"job ended (exit {self.proc.returncode}) before {what}:\n{self.output()[-3000:]}")
+            time.sleep(0.3)
+        pytest.fail(f"waited {timeout_s}s for {', '.join(p.name for p in paths)} ({what}):\n{self.output()[-3000:]}")
+
     def output(self) -> str:
         return strip_ansi(self.stdout_path.read_text(errors="replace"))
 

@@ -16,15 +16,8 @@ LONG = ("benchmark.concurrency_list=1", "benchmark.multi_round=10000", "timeouts
 
 
 def wait_for_servers(job, timeout_s: float = 150) -> None:
-    rdv = job.out / "rendezvous"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if (rdv / "DISAGG_SERVER.addr").exists() and (job.out / "logs/BENCHMARK.log").exists():
-            return
-        if job.proc.poll() is not None:
-            pytest.fail(f"job ended (exit {job.proc.returncode}) before its servers were up:\n{job.output()[-3000:]}")
-        time.sleep(0.3)
-    pytest.fail(f"waited {timeout_s}s for DISAGG_SERVER.addr and the BENCHMARK log:\n{job.output()[-3000:]}")
+    job.wait_for_files(job.out / "rendezvous/DISAGG_SERVER.addr", job.out / "logs/BENCHMARK.log", timeout_s=timeout_s,
+                       what="its servers were up")
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import numpy as np
 
 from perfsanity.load.repeats import combine
 from perfsanity.load.results_json import ConcurrencyResult, LatencyStats, RunResult
+from perfsanity.plan.jobmeta import PER_RESULT_KEYS
 from perfsanity.results.history import HistoryStore, JobMeta, MatchKeys, RunMeta
 
 PG_ENV = "PERFSANITY_TEST_PG_URL"
@@ -96,8 +97,7 @@ def seed_history(store: HistoryStore, *, days: int = 90, change_day: int | None 
 
 
 def job_meta(config_name: str = CONFIG, timestamp: datetime | None = None, gate: dict | None = None) -> JobMeta:
-    keys = make_keys(config_name).as_dict()
-    keys.pop("concurrency")
+    keys = {k: v for k, v in make_keys(config_name).as_dict().items() if k not in PER_RESULT_KEYS}
     return JobMeta.model_validate({"keys": keys, "commit": "abcdef1234567890", "branch": "main",
                                    "build_url": "https://jenkins.example/job/perf/42/", "job_id": "42",
                                    "timestamp": timestamp, "gate": gate})

@@ -358,3 +358,50 @@ def test_locked_sqlite_is_retried_within_the_budget_then_one_clear_error(tmp_pat
             release.join()
             holder.close()
         assert store.count() == 1
+
+
+def test_migration_0003_keys_old_records_by_their_concurrency_point_and_widens_the_unique_index(store_url):
+    """A database at revision 0002 with a record: upgraded, the record is the plain point c64; a run may
+    then hold several points at one concurrency, and each point once."""
+    from alembic import command
+    from sqlalchemy import inspect, text
+
+    from perfsanity.load.results_json import ConcurrencyResult, RunResult
+    from perfsanity.results import migrations
+    from perfsanity.results.history import AlreadyRecorded
+
+    _make_pre_alembic_db(store_url)
+    engine = _engine_for(store_url)
+    with engine.begin() as conn:
+        command.upgrade(migrations.config(conn), "0002")
+    engine.dispose()
+    assert _alembic_revision(store_url) == "0002"
+
+    def point(label: str, rate: float) -> ConcurrencyResult:
+        return ConcurrencyResult(concurrency=64, client="aiperf", requested=8, completed=8, failed=0,
+                                 point=label, benchmark_type="request_rate", request_rate=rate,
+                                 output_token_throughput=100.0 * rate)
+
+    run = RunResult(config_name=CONFIG, backend="trtllm", mode="e2e", total_gpus=12, status="passed",
+                    results=(point("rps1.c64", 1.0), point("rps2.c64", 2.0)))
+    with HistoryStore(store_url) as store:
+        (old,) = store.query(make_keys(concurrency=64))  # the plain point's key finds the old record
+        assert (old.keys.benchmark_type, old.keys.point, old.commit) == ("concurrency", "c64", "old1")
+        ids = store.add_run(make_keys(), run, RunMeta(timestamp=T0 + timedelta(days=1), run_id="run-1"))
+        assert len(ids) == 2
+        by_point = {r.keys.point: r for r in store.query({"config_name": CONFIG, "concurrency": 64})}
+        assert sorted(by_point) == ["c64", "rps1.c64", "rps2.c64"]
+        assert by_point["rps2.c64"].keys.benchmark_type == "request_rate"
+        assert by_point["rps2.c64"].metrics["output_token_throughput"] == 200.0
+        assert store.query({"config_name": CONFIG, "point": "rps1.c64"})[0].id == ids[0]
+        with pytest.raises(AlreadyRecorded):  # the same run's point twice: the widened unique index
+            store.add_run(make_keys(), run, RunMeta(timestamp=T0 + timedelta(days=1), run_id="run-1"))
+    assert _alembic_revision(store_url) == "0003"
+    engine = _engine_for(store_url)
+    with engine.connect() as conn:
+        indexes = {ix["name"]: ix for ix in inspect(conn).get_indexes("perf_records")}
+        assert "uq_perf_records_run_conc" not in indexes
+        assert indexes["uq_perf_records_run_point"]["column_names"] == ["run_uid", "concurrency", "benchmark_type",
+                                                                      "point"]
+        assert conn.execute(text("SELECT point FROM perf_records WHERE job_id = '41'")).scalar_one() == "c64"
+    engine.dispose()

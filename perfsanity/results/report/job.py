@@ -14,7 +14,7 @@ from perfsanity.common.errors import ConfigError
 from perfsanity.common.files import write_atomic
 from perfsanity.common.redact import mask_url
 from perfsanity.engines.base import PROFILES_DIR
-from perfsanity.load.results_json import RunResult, flatten
+from perfsanity.load.results_json import RunResult, flatten, point_order
 from perfsanity.plan.jobmeta import JOB_META_FILE, JobMeta
 from perfsanity.results.gate import GateConfig, GateReport, Verdict
 from perfsanity.results.history import HistoryStore
@@ -73,14 +73,14 @@ def render_job_report(
     from perfsanity.results.report.trend import keys_summary, trend_panel
 
     generated_at = generated_at or datetime.now(UTC)
-    results = sorted(run.results, key=lambda x: x.concurrency)
+    results = sorted(run.results, key=point_order)
     result_rows = []
     for r in results:
         flat = flatten(r)
         validity = r.validity + "".join(f"; {k} invalid: {why}" for k, why in sorted(r.invalid_metrics.items()))
         if r.evidence:
             validity += " (" + "; ".join(r.evidence) + ")"
-        result_rows.append([r.concurrency, r.client, f"{r.completed}/{r.requested}", r.failed]
+        result_rows.append([r.label, r.benchmark_type, r.concurrency, r.client, f"{r.completed}/{r.requested}", r.failed]
                            + [fmt(flat.get(m)) for m, _ in SUMMARY_COLUMNS] + [max(len(r.repeats), 1), validity])
     figs = []
     png = plots.throughput_vs_concurrency(run.results, title=f"{run.config_name}: throughput vs concurrency")
@@ -105,15 +105,15 @@ def render_job_report(
         trends = []
         for r in results:
             flat = flatten(r)
-            keys = meta.match_keys(r.concurrency)
+            keys = meta.keys_for(r)
             trend_figs = []
             for metric in config.metrics:
                 today = (now, flat[metric]) if metric in flat else None
                 panel = trend_panel(history, keys, metric, config=config, now=now, today=today)
                 if panel.points or today:
-                    trend_figs.append((panel.png, f"{metric} trend at concurrency {r.concurrency}"))
-            flagged = gate is not None and any(v.regression and v.concurrency == r.concurrency for v in gate.verdicts)
-            trends.append({"concurrency": r.concurrency, "figs": trend_figs, "flagged": flagged})
+                    trend_figs.append((panel.png, f"{metric} trend at {r.label}"))
+            flagged = gate is not None and any(v.regression and v.label == r.label for v in gate.verdicts)
+            trends.append({"label": r.label, "figs": trend_figs, "flagged": flagged})
 
     return render(
         "job.html.j2",
@@ -126,7 +126,7 @@ def render_job_report(
         meta=meta,
         keys_line=keys_summary(meta.match_keys(0)) if meta is not None else "",
         build_url=mask_url(meta.build_url, keep_user=False) if meta is not None else "",
-        result_headers=["concurrency", "client", "completed", "failed"] + [h for _, h in SUMMARY_COLUMNS]
+        result_headers=["point", "type", "concurrency", "client", "completed", "failed"] + [h for _, h in SUMMARY_COLUMNS]
         + ["runs", "validity"],
         result_rows=result_rows,
         plots=figs,

@@ -55,7 +55,7 @@ def trend_panel(
     png = plots.trend(
         valid,
         metric=metric,
-        title=f"{keys.config_name} · c{keys.concurrency} · {metric}",
+        title=f"{keys.config_name} · {keys.point} · {metric}",
         baseline=baseline,
         threshold_pct=config.threshold(metric).post_merge_pct,
         higher_is_better=higher,
@@ -80,7 +80,7 @@ def change_point_rows(panels: Sequence[TrendPanel]) -> tuple[list[list[str]], li
     for p in panels:
         for cp in p.change_points:
             rows.append([
-                f"c{p.keys.concurrency}",
+                p.keys.point,
                 p.metric,
                 cp.time.isoformat(timespec="minutes"),
                 fmt(cp.mean_before),
@@ -119,15 +119,17 @@ def render_trend_report(
     rendered = []
     for group, members in groups.items():
         group_panels, concurrencies = [], []
-        for keys in sorted(members, key=lambda k: k.concurrency):
+        for keys in sorted(members, key=lambda k: (k.concurrency, k.point)):
+            # a plain point reads "concurrency 8" as before benchmark types; others by their label
+            where = (f"concurrency {keys.concurrency}" if keys.point == f"c{keys.concurrency}" else keys.point)
             figs = []
             for metric in metrics:
                 panel = trend_panel(store, keys, metric, config=config, now=now)
                 if panel.points == 0:
                     continue
                 group_panels.append(panel)
-                figs.append((panel.png, f"{metric} at concurrency {keys.concurrency}"))
-            concurrencies.append({"concurrency": keys.concurrency, "figs": figs})
+                figs.append((panel.png, f"{metric} at {where}"))
+            concurrencies.append({"concurrency": keys.concurrency, "where": where, "figs": figs})
         rows, classes = change_point_rows(group_panels)
         rendered.append({"summary": keys_summary(group), "concurrencies": concurrencies, "change_points": rows,
                          "change_point_classes": classes})
