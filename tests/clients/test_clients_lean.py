@@ -86,7 +86,9 @@ def test_a_server_that_refuses_every_request_fails_the_run_and_counts_them(tmp_p
     r = CLIENT.parse(run)
     assert (r.completed, r.failed) == (0, 4)
     summary = json.loads((tmp_path / SUMMARY_FILE).read_text())
-    assert sum(summary["errors"].values()) == 4 and "ConnectionRefusedError" in next(iter(summary["errors"]))
+    # a connect queued on the listening socket as it closed is reset rather than refused
+    assert sum(summary["errors"].values()) == 4, summary["errors"]
+    assert all(e.startswith(("ConnectionRefusedError", "ConnectionResetError")) for e in summary["errors"]), summary
     assert any("completed" in reason for reason in check(r, requested=4))
 
 
