@@ -4,7 +4,8 @@ environment launch.sh would export, the same per-role run script — with no SLU
 :func:`run_local` = the supervisor (:mod:`perfsanity.run.supervisor`, the rules the SLURM batch job
 follows too) with local processes (:class:`~perfsanity.run.spawners.LocalSpawner`; the install log
 and the BENCHMARK log stream to the terminal), then the submit-side results pipeline
-(:func:`perfsanity.results.pipeline.finalize`), then the results table and the verdict line.
+(:func:`perfsanity.results.pipeline.finalize`), then the results table and the verdict line. Tool venvs
+this machine lacks are built first (:func:`build_tools`), outside the job's own time bound.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from perfsanity.load.summary import format_table
 from perfsanity.plan.prepare import PreparedJob
 from perfsanity.results.pipeline import finalize
 from perfsanity.run.benchmark import ENV_LAUNCHER_PID
+from perfsanity.run.install import ensure_tools, job_tools
 from perfsanity.run.rendezvous import Rendezvous
 from perfsanity.run.spawners import LocalSpawner
 from perfsanity.run.supervisor import RunContext
@@ -36,8 +38,21 @@ def local_context(job: PreparedJob) -> RunContext:
                                   label=LABEL, term_exit=130, print_triage=False)
 
 
+def build_tools(job: PreparedJob) -> None:
+    """The tool venvs the job needs, built before the job's clock starts when this machine lacks one: here
+    they are the machine's set-up, kept for every later job, not the job's time (``slurm.timeout`` bounds
+    the job as an allocation would). Each build is bounded by the tool install timeout."""
+    from perfsanity.engines.tooling import installed_tool
+
+    missing = [tool for tool in job_tools(job.config) if installed_tool(tool) is None]
+    if missing:
+        _say(f"first use on this machine: building {', '.join(missing)} (not counted in slurm.timeout)")
+        ensure_tools(job.config, _say)
+
+
 def run_local(job: PreparedJob) -> int:
     """Run the job here; print a results table; return the job's exit code (0 = passed)."""
+    build_tools(job)
     env = {**job.env, ENV_LAUNCHER_PID: str(os.getpid())}  # a manual job's endpoint.json names it as the stop
     verdict = supervise(local_context(job), LocalSpawner(job.job_dir, env))
     verdict = finalize(job.job_dir, job_exit_code=verdict)

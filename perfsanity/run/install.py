@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from perfsanity.common.errors import PerfsanityError
@@ -17,7 +17,7 @@ from perfsanity.load import get_client, lm_eval
 from perfsanity.run.job import client_name, resolve_argv
 from perfsanity.run.wheels import install_wheels
 from perfsanity.spec.cluster import cluster_from_env_or_arg
-from perfsanity.spec.config import load_config
+from perfsanity.spec.config import Config, load_config
 
 
 def tools_for(backend: str, client: str, *, accuracy: bool = False) -> list[str]:
@@ -30,6 +30,21 @@ def tools_for(backend: str, client: str, *, accuracy: bool = False) -> list[str]
     return tools
 
 
+def job_tools(config: Config) -> list[str]:
+    """The tooling envs a job of ``config`` needs (:func:`tools_for` of its backend, client and accuracy step)."""
+    return tools_for(config.metadata.backend, client_name(config), accuracy=config.accuracy.enable_accuracy_test)
+
+
+def ensure_tools(config: Config, say: Callable[[str], None]) -> None:
+    """Make sure every env of :func:`job_tools` is ready (built on first use, each bounded by the tool
+    install timeout); ``say`` gets one line per env."""
+    from perfsanity.engines.tooling import ensure_tool
+
+    for tool in job_tools(config):
+        env = ensure_tool(tool)
+        say(f"{tool} {env.version}: {env.python}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m perfsanity.run.install", description=__doc__)
     p.add_argument("--job-dir", type=Path, required=True)
@@ -37,12 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"[install] job dir {args.job_dir}", flush=True)
     try:
         config = load_config(os.environ["PERFSANITY_CONFIG"], cluster=cluster_from_env_or_arg(None))
-        from perfsanity.engines.tooling import ensure_tool
-
-        for tool in tools_for(config.metadata.backend, client_name(config),
-                              accuracy=config.accuracy.enable_accuracy_test):
-            env = ensure_tool(tool)
-            print(f"[install] {tool} {env.version}: {env.python}", flush=True)
+        ensure_tools(config, lambda line: print(f"[install] {line}", flush=True))
         if config.environment.wheels:
             backend_tools = get_backend(config.metadata.backend).tools
             python = resolve_argv(("python3",), backend_tools[0] if backend_tools else None)[0]
