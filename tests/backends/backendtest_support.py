@@ -7,7 +7,9 @@ import os
 import shlex
 from pathlib import Path
 
-from perfsanity.engines import get_backend
+import pytest
+
+from perfsanity.engines import get_backend, tooling
 from perfsanity.engines.base import Address, RouterContext, ServerSpec, WorkerContext
 from perfsanity.spec.config import Config
 from perfsanity.spec.topology import Placement, build_topology
@@ -24,6 +26,19 @@ GPU_CONFIGS = tuple(
 )
 CTX_PORT_BASE = 8001
 GEN_PORT_BASE = 8101
+
+
+def tool_env(tool: str) -> tooling.ToolEnv:
+    """The ready env of tool venv ``tool``; skip the test when it is not installed, fail it under CI=true
+    (naming the install command)."""
+    env = tooling.installed_tool(tool)
+    if env is None:
+        message = (f"tool venv {tool!r} is not installed ({tooling.venv_dir(tooling.TOOLS[tool])}); "
+                   f"run: python3 -m perfsanity.engines.tooling install {tool}")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return env
 
 
 def node_host(node: int) -> str:

@@ -5,15 +5,14 @@ follows the release's capability table; sglang.json matches the real parser in i
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-from backendtest_support import REPO, worker_context
+from backendtest_support import REPO, tool_env, worker_context
 
 from perfsanity.common.errors import ConfigError
-from perfsanity.engines import facts, get_backend, tooling
+from perfsanity.engines import facts, get_backend
 from perfsanity.engines import trtllm as tb
 from perfsanity.spec.topology import build_topology
 
@@ -102,19 +101,18 @@ def test_shipped_configs_pass_validation():
         get_backend(config.metadata.backend).validate(config, str(path))
 
 
+def dump_options(tool: str, script: str) -> dict:
+    """What facts/``script`` prints in tool venv ``tool`` (skipped, or failed under CI=true, without it)."""
+    proc = subprocess.run([str(tool_env(tool).python), str(facts.FACTS_DIR / script)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("tool", ["sglang", "dynamo-sglang"])
 def test_sglang_facts_match_the_real_parser(tool):
     """sglang.json's entry for the venv's release is exactly what the real parser defines."""
-    env = tooling.installed_tool(tool)
-    if env is None:
-        message = f"tool venv {tool!r} not installed; run: python3 -m perfsanity.engines.tooling install {tool}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    proc = subprocess.run([str(env.python), str(facts.FACTS_DIR / "dump_sglang_options.py")], capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = dump_options(tool, "dump_sglang_options.py")
     shipped = facts.load("sglang")["releases"].get(got["version"])
     assert shipped is not None, f"sglang.json has no entry for {got['version']} (python -m perfsanity.engines.facts.update_sglang)"
     assert shipped["options"] == got["options"], "sglang.json is stale: python -m perfsanity.engines.facts.update_sglang"
@@ -183,16 +181,7 @@ def test_mocker_dry_run_refuses_what_dynamo_mocker_rejects(tmp_path):
 def test_mocker_facts_match_the_real_parser():
     """dynamo_mocker.json's entry for the dynamo venv's release is exactly what dynamo.mocker's parser defines,
     and it is the release the project pins."""
-    env = tooling.installed_tool("dynamo")
-    if env is None:
-        message = "tool venv 'dynamo' not installed; run: python3 -m perfsanity.engines.tooling install dynamo"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    proc = subprocess.run([str(env.python), str(facts.FACTS_DIR / "dump_mocker_options.py")], capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = dump_options("dynamo", "dump_mocker_options.py")
     data = facts.load("dynamo_mocker")
     assert data["default_release"] == got["version"], "dynamo_mocker.json's default is not the pinned dynamo"
     shipped = data["releases"].get(got["version"])

@@ -13,16 +13,15 @@ key produced it (the shipped configs are ours to fix, and submit refuses such ke
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from backendtest_support import GOLDEN_DIR, REPO, router_context, worker_context
+from backendtest_support import GOLDEN_DIR, REPO, router_context, tool_env, worker_context
 
 from perfsanity.common.errors import ConfigError
-from perfsanity.engines import facts, get_backend, tooling
+from perfsanity.engines import facts, get_backend
 from perfsanity.engines.sglang import BOOTSTRAP_PORT_VAR, DISAGG_MODE, DIST_INIT_PORT_VAR, NODE_RANK
 from perfsanity.spec import envvars
 from perfsanity.spec.config import Config, load_config
@@ -53,14 +52,7 @@ ROLE_RANK = "1"  # what the role substitutes for ${SLURM_PROCID} on the second n
 
 def engine_python(tool: str) -> str:
     """The interpreter of tool venv ``tool``; skip (fail under CI=true) when it is not installed."""
-    env = tooling.installed_tool(tool)
-    if env is None:
-        message = (f"tool venv {tool!r} is not installed ({tooling.venv_dir(tooling.TOOLS[tool])}); "
-                   f"run: python3 -m perfsanity.engines.tooling install {tool}")
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return str(env.python)
+    return str(tool_env(tool).python)
 
 
 def run_checks(requests: list[dict]) -> list[dict]:
