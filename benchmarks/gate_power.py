@@ -93,12 +93,13 @@ def job(rng: np.random.Generator, n: int, noise: float, factors: dict[tuple[int,
                      status="passed")
 
 
-def history(rng: np.random.Generator, n: int, noise: float) -> tuple[list[RunResult], dict[int, list[HistoryRecord]]]:
+def history(rng: np.random.Generator, n: int, noise: float) -> tuple[list[RunResult], dict[str, list[HistoryRecord]]]:
+    """HIST_JOBS post-merge jobs and their history records, by point label (as the gate reads them)."""
     jobs = [job(rng, n, noise, {}) for _ in range(HIST_JOBS)]
-    records: dict[int, list[HistoryRecord]] = {c: [] for c in CONCURRENCIES}
+    records: dict[str, list[HistoryRecord]] = {}
     for d, j in enumerate(jobs):
         for res in j.results:
-            records[res.concurrency].append(HistoryRecord(
+            records.setdefault(res.label, []).append(HistoryRecord(
                 id=d, run_uid=str(d), keys=keys(res.concurrency), commit=f"c{d:04d}", branch="main", build_url="",
                 job_id=str(d), timestamp=DAY0 + timedelta(days=d), post_merge=True,
                 metrics=flatten(res) | repeat_metrics(res), valid=True, invalid_reason=""))
@@ -109,7 +110,7 @@ CFG = GateConfig(change_points=False)
 NOW = DAY0 + timedelta(days=HIST_JOBS, hours=1)
 
 
-def gate(run: RunResult, records: dict[int, list[HistoryRecord]], pre_merge: bool) -> dict[tuple[int, str], Verdict]:
+def gate(run: RunResult, records: dict[str, list[HistoryRecord]], pre_merge: bool) -> dict[tuple[int, str], Verdict]:
     report = evaluate_records(run, records, config=CFG, pre_merge=pre_merge, now=NOW)
     return {(v.concurrency, v.metric): v.verdict for v in report.verdicts}
 

@@ -25,14 +25,13 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 from perfsanity.common.errors import ConfigError
 from perfsanity.spec.loader import read_text
 
-if TYPE_CHECKING:
-    from perfsanity.spec.config import Benchmark
-
+#: a :class:`perfsanity.spec.config.Benchmark` (not imported: spec.config imports this module)
+Benchmark = Any
 BenchmarkType = Literal["concurrency", "request_rate", "trace", "manual"]
 Arrival = Literal["constant", "poisson"]
 DEFAULT_TYPE: BenchmarkType = "concurrency"
