@@ -111,6 +111,10 @@ def _run_locally(case: Case) -> None:
                     f"`python3 submit.py --config {case.config_path.relative_to(REPO_ROOT)} --submit`")
     if (sel.mode or config.benchmark.mode) not in LOCAL_MODES:
         pytest.skip(f"mode {sel.mode} is not supported by {backend} (no gen-only benchmark in the mocker)")
+    if config.benchmark.type == "manual":
+        pytest.skip(f"benchmark.type manual serves until it is stopped, so it has no verdict to test here; run "
+                    f"`python3 submit.py --config {case.config_path.relative_to(REPO_ROOT)} --local` "
+                    "(tests/e2e/test_benchmark_types_e2e.py drives it and stops it)")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = REPO_ROOT / "out" / f"pytest-{case.config_name}-{stamp}"
     job = prepare_direct(case.config_path, out, mode=sel.mode)
