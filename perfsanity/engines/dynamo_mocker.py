@@ -57,18 +57,15 @@ def check_mocker_keys(config: Config, source: str | None) -> None:
         for key in section.engine_options():
             if key in _HARNESS_KEYS or key in skip:
                 continue
-            flag = "--" + key.replace("_", "-")
-            how, matches = facts.match_option(flag, options)
             where = f"worker_config.{kind}.{key}"
-            if how in ("exact", "prefix") and matches[0] in _OWN_FLAGS:
+            why = facts.option_problem(key, options, parser=f"dynamo.mocker {name}")
+            if why is not None:
+                problems.append(facts.Problem(where, why))
+                continue
+            _, matches = facts.match_option("--" + key.replace("_", "-"), options)
+            if matches[0] in _OWN_FLAGS:
                 problems.append(facts.Problem(where, f"{matches[0]} is set by perfsanity (metadata.model_name, "
                                               "environment.model_path and the role's mode)"))
-            elif how == "ambiguous":
-                problems.append(facts.Problem(where, f"{flag} is ambiguous in dynamo.mocker {name} (could match "
-                                              f"{', '.join(matches)})"))
-            elif how == "unknown":
-                problems.append(facts.Problem(where, f"{flag} is not an option of dynamo.mocker {name}"
-                                              + facts.suggestion(key, [o[2:].replace("-", "_") for o in options])))
     facts.raise_problems(problems, source, engine="dynamo.mocker", release=name, facts="dynamo_mocker.json")
 
 

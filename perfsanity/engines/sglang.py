@@ -208,16 +208,11 @@ def check_engine_keys(config: Config, source: str | None, *, default_release: st
             written = inverse.get(key, key) if key != "tp_size" else "tensor_parallel_size"
             if written in skip or key in skip:
                 continue
-            flag = "--" + key.replace("_", "-")
-            how, matches = facts.match_option(flag, options)
-            where = f"worker_config.{kind}.{written}"
-            if how == "ambiguous":
-                problems.append(facts.Problem(where, f"{flag} is ambiguous in sglang {name} (could match "
-                                              f"{', '.join(matches)})" + _accepted_by(flag, data, releases, name)))
-            elif how == "unknown":
-                problems.append(facts.Problem(where, f"{flag} is not an option of sglang {name}"
-                                              + facts.suggestion(key, [o[2:].replace("-", "_") for o in options])
-                                              + _accepted_by(flag, data, releases, name)))
+            why = facts.option_problem(key, options, parser=f"sglang {name}")
+            if why is not None:
+                flag = "--" + key.replace("_", "-")
+                problems.append(facts.Problem(f"worker_config.{kind}.{written}",
+                                              why + _accepted_by(flag, data, releases, name)))
     facts.raise_problems(problems, source, engine=engine, release=name, facts="sglang.json")
 
 

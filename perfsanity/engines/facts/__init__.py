@@ -99,6 +99,18 @@ def match_option(flag: str, options: frozenset[str]) -> tuple[str, list[str]]:
     return ("ambiguous", matches) if matches else ("unknown", [])
 
 
+def option_problem(key: str, options: frozenset[str], *, parser: str) -> str | None:
+    """Why engine key ``key``, given as ``--key-with-dashes``, does not select one option of ``options``
+    (``parser`` names the parser and release in the message, e.g. "sglang 0.5.23"); None when it does."""
+    flag = "--" + key.replace("_", "-")
+    how, matches = match_option(flag, options)
+    if how == "ambiguous":
+        return f"{flag} is ambiguous in {parser} (could match {', '.join(matches)})"
+    if how == "unknown":
+        return f"{flag} is not an option of {parser}" + suggestion(key, [o[2:].replace("-", "_") for o in options])
+    return None
+
+
 def suggestion(word: str, candidates: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)
     return f"; did you mean {close[0]!r}?" if close else ""
