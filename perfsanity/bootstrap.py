@@ -9,7 +9,12 @@ It keeps a project venv (``.venv`` in the repository, or ``$PERFSANITY_VENV``) i
 2. ``uv sync --frozen`` installs the locked dependencies (plus the groups asked for, e.g. ``test``)
    into the project venv. A stamp in the venv records the lock's hash and the groups; a second run
    with the same lock finds the stamp and does nothing.
-3. :func:`reexec` replaces the current process with the same command under the venv's interpreter
+3. Bytecode: uv compiles the venv's packages at sync (``--compile-bytecode``), and
+   :func:`compile_sources` compiles the repository's own ``perfsanity/`` and ``tests/`` (stale files
+   only; the per-node install step and ``scripts/test`` call it too). Without them every process
+   compiles every module it imports from source when ``PYTHONDONTWRITEBYTECODE`` is set (as on
+   CI runners and many clusters): seconds per role, every job.
+4. :func:`reexec` replaces the current process with the same command under the venv's interpreter
    when it runs under any other interpreter.
 
 Nothing is ever installed into an interpreter this module did not create: every install command
@@ -17,12 +22,13 @@ runs a venv's own interpreter or ``uv`` with the project venv as its target
 (:func:`install_commands` lists them; a test checks their targets). Concurrent callers wait on a
 lock (bounded); every step has a timeout and says what it waited for.
 
-CLI: ``python3 perfsanity/bootstrap.py [--group G]... [--print-python]``.
+CLI: ``python3 perfsanity/bootstrap.py [--group G]... [--compile-sources] [--print-python]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import fcntl
 import hashlib
@@ -40,6 +46,8 @@ UV_VERSION = "0.13.9"
 EXTRAS = ("changepoint",)  # always synced: the gate's change-point detection
 STEP_TIMEOUT_S = 900.0
 STAMP_NAME = ".perfsanity-sync"
+STAMP_BYTECODE = "bytecode=1"  # venvs synced before --compile-bytecode lack it and are synced once more
+SOURCE_DIRS = ("perfsanity", "tests")
 
 
 class BootstrapError(Exception):
@@ -81,7 +89,7 @@ def in_venv(venv: Path | None = None) -> bool:
 
 def _stamp(groups: Sequence[str]) -> str:
     digest = hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest()
-    return f"{digest} extras={','.join(EXTRAS)} groups={','.join(sorted(set(groups)))}\n"
+    return f"{digest} extras={','.join(EXTRAS)} {STAMP_BYTECODE} groups={','.join(sorted(set(groups)))}\n"
 
 
 def _stamp_satisfied(venv: Path, groups: Sequence[str]) -> bool:
@@ -93,7 +101,7 @@ def _stamp_satisfied(venv: Path, groups: Sequence[str]) -> bool:
     want = _stamp(groups)
     have_digest, _, have_rest = text.partition(" ")
     want_digest, _, _ = want.partition(" ")
-    if have_digest != want_digest:
+    if have_digest != want_digest or STAMP_BYTECODE not in have_rest.split():
         return False
     have_groups = set(have_rest.strip().rpartition("groups=")[2].split(",")) - {""}
     return set(groups) <= have_groups
@@ -107,8 +115,8 @@ def install_commands(groups: Sequence[str] = ()) -> list[tuple[list[str], dict[s
     """
     uv_dir = uv_venv()
     venv = venv_dir()
-    sync = [str(uv_dir / "bin" / "uv"), "sync", "--frozen", "--no-install-project", "--project", str(REPO_ROOT),
-            "--python", _base_python()]
+    sync = [str(uv_dir / "bin" / "uv"), "sync", "--frozen", "--no-install-project", "--compile-bytecode",
+            "--project", str(REPO_ROOT), "--python", _base_python()]
     for extra in EXTRAS:
         sync += ["--extra", extra]
     for group in sorted(set(groups)):
@@ -210,9 +218,22 @@ def ensure_venv(groups: Sequence[str] = ()) -> Path:
         t0 = time.monotonic()
         *_, sync = install_commands(all_groups)
         _run(*sync, what=f"uv sync into {venv}", log=perfsanity_home() / "logs" / f"venv-sync-{key}.log")
+        compile_sources()
         (venv / STAMP_NAME).write_text(_stamp(all_groups))
         _log(f"{venv} ready ({time.monotonic() - t0:.0f}s)")
     return venv_python(venv)
+
+
+def compile_sources(root: Path = REPO_ROOT) -> bool:
+    """Compile the repository's own modules to ``__pycache__`` where the bytecode is missing or stale
+    (explicit writes, so ``PYTHONDONTWRITEBYTECODE`` does not stop them); True when all compiled.
+    A read-only checkout is no error: imports then compile in memory, as before."""
+    ok = True
+    for name in SOURCE_DIRS:
+        if (root / name).is_dir():
+            with contextlib.redirect_stdout(None):
+                ok = compileall.compile_dir(str(root / name), quiet=2, workers=0) and ok
+    return bool(ok)
 
 
 def reexec(groups: Sequence[str] = ()) -> None:
@@ -249,12 +270,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 perfsanity/bootstrap.py", description=__doc__.splitlines()[0])
     p.add_argument("--group", action="append", default=[], help="also install this dependency group (e.g. test)")
     p.add_argument("--print-python", action="store_true", help="print the venv's interpreter path")
+    p.add_argument("--compile-sources", action="store_true",
+                   help="also compile the repository's perfsanity/ and tests/ to bytecode (stale files only)")
     args = p.parse_args(argv)
     try:
         python = ensure_venv(args.group)
     except BootstrapError as exc:
         print(f"error: setting up the harness venv: {exc}", file=sys.stderr)
         return 2
+    if args.compile_sources:
+        compile_sources()
     if args.print_python:
         print(python)
     return 0

@@ -16,7 +16,6 @@ import time
 from perfsanity.load.results_json import RunResult
 from perfsanity.load.summary import format_table
 from perfsanity.plan.prepare import PreparedJob
-from perfsanity.results.pipeline import finalize
 from perfsanity.run.benchmark import ENV_LAUNCHER_PID
 from perfsanity.run.install import ensure_tools, job_tools
 from perfsanity.run.rendezvous import Rendezvous
@@ -55,6 +54,8 @@ def run_local(job: PreparedJob) -> int:
     build_tools(job)
     env = {**job.env, ENV_LAUNCHER_PID: str(os.getpid())}  # a manual job's endpoint.json names it as the stop
     verdict = supervise(local_context(job), LocalSpawner(job.job_dir, env))
+    from perfsanity.results.pipeline import finalize  # after the job: its imports (SciPy, SQLAlchemy) are seconds
+
     verdict = finalize(job.job_dir, job_exit_code=verdict)
     return _report(job, verdict)
 

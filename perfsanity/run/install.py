@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from perfsanity.bootstrap import compile_sources
 from perfsanity.common.errors import PerfsanityError
 from perfsanity.engines import get_backend
 from perfsanity.load import get_client, lm_eval
@@ -50,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--job-dir", type=Path, required=True)
     args = p.parse_args(argv)
     print(f"[install] job dir {args.job_dir}", flush=True)
+    # the roles' pytest, harness and dependency imports then read bytecode instead of compiling it
+    if not compile_sources():
+        print("[install] could not compile the harness's sources to bytecode (read-only checkout?): "
+              "each role compiles them as it imports", flush=True)
     try:
         config = load_config(os.environ["PERFSANITY_CONFIG"], cluster=cluster_from_env_or_arg(None))
         ensure_tools(config, lambda line: print(f"[install] {line}", flush=True))

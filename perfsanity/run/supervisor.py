@@ -73,7 +73,7 @@ class RunContext:
     label: str = "launch"  # log prefix: [launch 12:00:00] ...
     term_exit: int = 143  # exit code after SIGTERM (the local executor treats TERM as an interrupt: 130)
     print_triage: bool = True  # print the triage report (the local executor prints its own at the end)
-    poll_s: float = 0.2
+    poll_s: float = 0.05  # the supervisor's poll: each stage change is seen within it
     preflight: PreflightPlan | None = None  # None: no preflight stage
     manual: bool = False  # benchmark.type manual: a signal or the time limit is the job's normal end
 
@@ -128,8 +128,11 @@ class Supervisor:
             try:
                 self.move_requeued_outputs()
                 hosts = self.check_allocation()
+                # the install step runs beside the preflight (both are per-node, neither needs the
+                # other): a job whose tools are ready pays the longer of the two, not their sum
+                install = self.start_install(hosts)
                 self.preflight(hosts)
-                self.install(hosts)
+                self.await_install(install)
                 self.start_roles(hosts)
                 verdict, servers_may_stop = self.await_verdict()
                 self.shutdown(wait_first=servers_may_stop)
@@ -216,14 +219,18 @@ class Supervisor:
             raise StageFailed(1, failed.message) from None
         self.log(preflight_summary(reports))
 
-    def install(self, hosts: tuple[str, ...]) -> None:
-        """The install step, once per node, bounded by ``timeouts.install`` (and the job's deadline)."""
-        limit, what = self.ctx.install_timeout, "timeouts.install"
-        if self.deadline.remaining < limit:
-            limit, what = self.deadline.remaining, "slurm.timeout"
-        bound = Deadline(limit, "install step")
+    def start_install(self, hosts: tuple[str, ...]) -> tuple[ManagedProcess, Deadline]:
+        """Start the install step, once per node; (its process, its bound: ``timeouts.install`` or what
+        is left of the job's deadline, from now)."""
         self.log(f"install step (bounded by timeouts.install={self.ctx.install_timeout:g}s)")
-        proc = self._start("install", lambda: self.spawner.start_install(self.procs, hosts))
+        bound = Deadline(min(self.ctx.install_timeout, self.deadline.remaining), "install step")
+        return self._start("install", lambda: self.spawner.start_install(self.procs, hosts)), bound
+
+    def await_install(self, install: tuple[ManagedProcess, Deadline]) -> None:
+        """Wait for the install step within its bound."""
+        proc, bound = install
+        limit = bound.seconds
+        what = "timeouts.install" if limit >= self.ctx.install_timeout else "slurm.timeout"
         while proc.poll() is None and not bound.expired:
             self._tick()
         log = self.ctx.job_dir / "logs" / "install.log"

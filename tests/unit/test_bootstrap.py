@@ -49,6 +49,7 @@ def test_no_install_command_targets_the_running_or_base_interpreter(tmp_path, mo
             assert Path(argv[0]) == bootstrap.uv_venv() / "bin" / "uv" and argv[1] == "sync", argv
             assert env["UV_PROJECT_ENVIRONMENT"] == str(tmp_path / "venv"), env
             assert "--frozen" in argv and argv[argv.index("--group") + 1] == "test"
+            assert "--compile-bytecode" in argv  # the venv's packages are imported from bytecode
             kinds.append("uv sync")
     assert kinds == ["venv", "pip", "uv sync"]
     assert Path(sys.prefix).resolve() != (tmp_path / "venv").resolve()
@@ -64,6 +65,29 @@ def test_stamp_needs_the_same_lock_and_at_least_the_groups(tmp_path, monkeypatch
     assert not bootstrap._stamp_satisfied(venv, ["dev"])
     (venv / bootstrap.STAMP_NAME).write_text("0" * 64 + " extras=changepoint groups=test\n")  # another lock
     assert not bootstrap._stamp_satisfied(venv, [])
+    # the same lock, synced before the venv's packages were compiled to bytecode: synced once more
+    digest = bootstrap._stamp([]).split()[0]
+    (venv / bootstrap.STAMP_NAME).write_text(f"{digest} extras=changepoint groups=test\n")
+    assert not bootstrap._stamp_satisfied(venv, [])
+
+
+def test_compile_sources_writes_bytecode_despite_dontwritebytecode(tmp_path, monkeypatch):
+    """The repository's modules get __pycache__ even where PYTHONDONTWRITEBYTECODE is set, so each job's
+    roles import them without compiling; stale files are compiled again, fresh ones left alone."""
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    pkg = tmp_path / "perfsanity"
+    pkg.mkdir()
+    (pkg / "mod.py").write_text("X = 1\n")
+    assert bootstrap.compile_sources(tmp_path)
+    cached = list((pkg / "__pycache__").glob("mod.*.pyc"))
+    assert len(cached) == 1
+    first = cached[0].stat().st_mtime_ns
+    assert bootstrap.compile_sources(tmp_path) and cached[0].stat().st_mtime_ns == first  # up to date: kept
+    (pkg / "mod.py").write_text("X = 2  # changed\n")
+    os.utime(pkg / "mod.py", ns=(first + 10**9, first + 10**9))
+    assert bootstrap.compile_sources(tmp_path) and cached[0].stat().st_mtime_ns != first
+    (pkg / "bad.py").write_text("def (:\n")
+    assert not bootstrap.compile_sources(tmp_path)  # a syntax error is reported, not raised
 
 
 def _system_packages(python: str) -> str:

@@ -459,10 +459,10 @@ def test_launch_sh_verdict_with_stub_srun(fail: str, rc: int, needle: str, tmp_p
     assert re.search(pattern, proc.stdout), proc.stdout
     assert f"done: exit code {rc}" in proc.stdout
     calls = log.read_text()
-    # the preflight ran first: one real report per role's node, before the install step
-    assert "--job-name=preflight-GEN_0" in calls
+    # the preflight ran first, beside the install step: one real report per role's node, and no role before both
+    assert "--job-name=preflight-GEN_0" in calls and "--job-name=install" in calls
     if fail == "preflight":
-        assert "--job-name=install" not in calls and "role=GEN_0" not in calls
+        assert "role=GEN_0" not in calls
         job_dir = mocker_launch.parent
         failed = json.loads((job_dir / "rendezvous/PREFLIGHT.failed").read_text())
         assert re.match(pattern, failed["message"]), failed["message"]
@@ -473,7 +473,8 @@ def test_launch_sh_verdict_with_stub_srun(fail: str, rc: int, needle: str, tmp_p
         return
     assert "] preflight passed: 4 task(s) on 1 node(s) [node0]; skipped: GPUs visible (backend dynamo-mocker" \
         in proc.stdout, proc.stdout
-    assert calls.index("--job-name=preflight-GEN_0") < calls.index("--job-name=install")
+    if fail != "install":
+        assert max(calls.index("--job-name=preflight-GEN_0"), calls.index("--job-name=install")) < calls.index("role=GEN_0")
     # the triage (report.json + its printed report) runs when the supervisor ends the job, not on a
     # benchmark verdict (the benchmark reports its own failure)
     triaged = "=== perfsanity triage: "

@@ -60,12 +60,11 @@ def test_srun_argv_per_role_golden(name: str) -> None:
     total = 1 + max(n for s in steps for n in s.nodes)
     preflight = preflight_plan(config, build_topology(config), step_srun_args(srun_args))
     assert preflight is not None  # on by default
-    got = []
+    got = [f"install: {shlex.join(spawner.install_argv(HOSTS[:total]))}"]  # started first, beside the preflight
     for p in preflight.steps:
         argv = spawner.preflight_argv(f"preflight-{p.role}", [HOSTS[n] for n in p.nodes],
                                       task_argv(preflight, p, Path("/TMP/job")))
         got.append(f"preflight: {shlex.join(argv)}")
-    got += [f"install: {shlex.join(spawner.install_argv(HOSTS[:total]))}"]
     got += [f"{s.role}: {shlex.join(spawner.role_argv(s, [HOSTS[n] for n in s.nodes]))}" for s in steps]
     got = [line.replace("/TMP/", "<TMP>/").replace("/REPO/", "<REPO>/") for line in got]
     want = (GOLDEN / f"srun_l0_{name}.txt").read_text().splitlines()
