@@ -21,6 +21,7 @@ from perfsanity.load.results_json import (
     LatencyStats,
     flatten,
 )
+from perfsanity.load.validity import invalid_latency
 
 _COUNTS = ("requested", "completed", "failed", "input_tokens", "output_tokens", "duration_s")
 
@@ -67,6 +68,7 @@ def combine(repeats: Sequence[ConcurrencyResult]) -> ConcurrencyResult:
     common = set.intersection(*(set(f) for f in flats))
     spread = {m: statistics.stdev(f[m] for f in flats) for m in sorted(common)}
     plain = tuple(r.model_copy(update={"repeats": (), "spread": {}}) for r in repeats)
-    for lat in fields["invalid_metrics"]:  # type: ignore[union-attr]
-        fields[lat] = LatencyStats()
+    for name in fields["invalid_metrics"]:  # type: ignore[union-attr]
+        lat, dropped = invalid_latency(name)
+        fields[lat] = fields[lat].model_copy(update=dict.fromkeys(dropped))  # type: ignore[union-attr]
     return ConcurrencyResult(**fields, repeats=plain, spread=spread)  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-from perfsanity.load.results_json import ConcurrencyResult, LatencyStats
+from perfsanity.load.results_json import STAT_FIELDS, ConcurrencyResult, LatencyStats
 
 #: share of each request slot's cycle the client spent holding a due request back (credit→start /
 #: (credit→start + request latency), means without the worst request, judged from 3 requests on):
@@ -34,6 +34,16 @@ MAX_PROCESS_CORE_SHARE = 0.85
 MAX_NODE_BUSY_SHARE = 0.9
 #: ITL is the gap between streamed chunks: with far fewer chunks than tokens it measures the client
 MIN_CHUNKS_PER_TOKEN = 0.5
+#: a latency statistic is reported only when the client's own timing lag is within this share of it:
+#: the lag of its event loop (credit→start, the time from a request falling due to its send: the same
+#: loop timestamps the streamed chunks) — its trimmed mean against a median (TTFT's also drops the
+#: mean), its p99 against a p99. ITL's median is a difference of two timestamps the same lag delays,
+#: so it is kept; ITL's p99 is not. The fidelity target (benchmarks/fidelity.py: 2 % of the law).
+MAX_TIMING_LAG_SHARE = 0.02
+#: (latency, statistic) → the client_stats lag judged against it
+TIMING_LAG_CHECKS = (("ttft", "median", "credit_to_start_trimmed_mean_ms"),
+                     ("ttft", "p99", "credit_to_start_p99_ms"),
+                     ("itl", "p99", "credit_to_start_p99_ms"))
 #: tokens per second one aiperf core streams on a paced server (benchmarks/RESULTS.md, client capacity)
 TOKENS_PER_CLIENT_CORE = 8000.0
 
@@ -85,7 +95,36 @@ def mark(result: ConcurrencyResult, *, node_cores: int | None = None) -> Concurr
             f"a median of {chunks:g} streamed chunks per request for {tokens:g} output tokens: the client "
             "coalesced chunks, so the gaps between them are not inter-token latencies")}
         update["itl"] = LatencyStats()
+    for lat, stat, lag_key in TIMING_LAG_CHECKS:
+        lag, value = stats.get(lag_key), getattr(update.get(lat, getattr(result, lat)), stat)
+        if lag is None or value is None or value <= 0 or lag <= MAX_TIMING_LAG_SHARE * value:
+            continue
+        name = f"{lat}_{stat}"
+        update["invalid_metrics"] = {**update.get("invalid_metrics", result.invalid_metrics), name: (
+            f"the client's own timing lag ({lag_key.removesuffix('_ms').replace('_', ' ')} {lag:.2f} ms) is "
+            f"{lag / value:.1%} of {lat.upper()} {stat} {value:.2f} ms (limit {MAX_TIMING_LAG_SHARE:.0%}): the "
+            "client, not the server, sets it at this load")}
+        update[lat] = update.get(lat, getattr(result, lat)).model_copy(update=dict.fromkeys(invalid_latency(name)[1]))
     return result.model_copy(update=update) if update else result
+
+
+def invalid_latency(name: str) -> tuple[str, tuple[str, ...]]:
+    """An ``invalid_metrics`` key → (latency, the statistics it drops): ``itl`` drops all of ITL,
+    ``ttft_p99`` TTFT's p99, ``ttft_median`` its median and mean (both the centre a lag shifts)."""
+    lat, _, stat = name.partition("_")
+    if not stat:
+        return lat, STAT_FIELDS
+    return lat, ("median", "mean") if stat == "median" else (stat,)
+
+
+def invalid_reason(invalid_metrics: dict[str, str], metric: str) -> str:
+    """Why ``metric`` (``ttft_p99``, ``itl_median``, …) was dropped at this point, or "" when it was not."""
+    lat, _, stat = metric.partition("_")
+    for name, why in invalid_metrics.items():
+        dropped_lat, dropped = invalid_latency(name)
+        if dropped_lat == lat and stat in dropped:
+            return why
+    return ""
 
 
 def _present(value: float | None) -> bool:
@@ -130,7 +169,8 @@ def check(
         missing.append("output token throughput")
     if streaming:
         for label, stats in (("TTFT", result.ttft), ("TPOT", result.tpot), ("ITL", result.itl)):
-            if not _stat_present(stats) and label.lower() not in result.invalid_metrics:
+            if not _stat_present(stats) and not any(invalid_latency(k)[0] == label.lower()
+                                                    for k in result.invalid_metrics):
                 missing.append(label)
     for name in missing:
         reasons.append(f"{where}: core metric {name} is missing")

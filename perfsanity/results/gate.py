@@ -56,6 +56,7 @@ from perfsanity.load.results_json import (
     higher_is_better,
     point_order,
 )
+from perfsanity.load.validity import invalid_reason
 from perfsanity.plan.jobmeta import keys_at
 from perfsanity.results.gatestats import (
     DEFAULT_ALPHA,
@@ -569,7 +570,7 @@ def _prepare(res: ConcurrencyResult, metric: str, records: Sequence[HistoryRecor
     if config.change_points and source in ("history", "main-latest"):
         change_point = _change_point(samples, today, metric, now)
     return _Test(
-        degenerate=res.invalid_metrics.get(metric.split("_", 1)[0], ""),
+        degenerate=invalid_reason(res.invalid_metrics, metric),
         concurrency=res.concurrency, point=res.point, metric=metric, higher=higher,
         floor_pct=config.threshold(metric).pct(pre_merge=pre_merge),
         value=today.mean if today is not None else None, repeats=today.n if today is not None else 1,
