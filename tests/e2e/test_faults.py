@@ -125,7 +125,7 @@ def test_client_killed_mid_run_fails_the_job_and_keeps_finished_results(jobs, e2
     assert res["status"] == "failed" and res["failures"] == [f"{why} (log {run.out}/logs/client-c2.log)"], res["failures"]
     [c1] = res["results"]
     assert (c1["concurrency"], c1["requested"], c1["completed"], c1["failed"]) == (1, 2, 2, 0)
-    assert c1["output_token_throughput"] > 0 and c1["ttft"]["median"] > 0
+    assert c1["output_token_throughput"] > 0 and (c1["ttft"]["median"] or c1["ttft"]["p90"]) > 0
 
     report = run.json("report.json")
     assert (report["failed_role"], report["error_signature"]) == ("BENCHMARK", "process-exit")
