@@ -592,9 +592,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the results as JSON at the end")
     p.add_argument("--client", choices=("aiperf", "perfsanity"),
                    help="benchmark.client for the measured jobs (default: the config's, aiperf)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="one more config override for the measured jobs (e.g. benchmark.pregenerate_dataset=false)")
     args = p.parse_args(argv)
     if args.client:
         SETS.extend(["--set", f"benchmark.client={args.client}"])
+    for item in args.sets:
+        SETS.extend(["--set", item])
     print_header("Orchestration overhead: submit → first benchmark request",
                  "python3 benchmarks/orchestration.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     wait_for_low_load(1.0, args.wait_load_s)

@@ -170,12 +170,16 @@ def load_argv(run: ClientRun) -> list[str]:
 
 def dataset_argv(run: ClientRun) -> list[str]:
     """What the point's requests hold: the trace's lines (each names its own input and output length),
-    the dataset file's prompts, or synthetic prompts of ``input_length`` tokens."""
+    the dataset file's prompts (``benchmark.dataset_file``, or the BENCHMARK's pre-generated prompt file:
+    :mod:`perfsanity.load.prompt_file`), or synthetic prompts of ``input_length`` tokens."""
     if run.trace_file:
         return ["--input-file", run.trace_file, "--custom-dataset-type", "mooncake_trace",
                 "--extra-inputs", "ignore_eos:true"]
     if run.dataset_file:
-        head = ["--input-file", run.dataset_file, "--custom-dataset-type", "single-turn"]
+        # The prompts are the file's text, but aiperf 0.13 still builds a synthetic prompt generator
+        # at start-up, and its default corpus (sonnet) is tokenized whole: seconds per run on a busy
+        # node. The random corpus skips that, and single-turn lines never use the generator's content.
+        head = ["--input-file", run.dataset_file, "--custom-dataset-type", "single-turn", "--prompt-corpus", "random"]
     else:
         head = ["--synthetic-input-tokens-mean", str(run.input_length), "--synthetic-input-tokens-stddev", "0"]
     return [

@@ -1,4 +1,5 @@
-"""The BENCHMARK role: wait for the front door, check it serves, run the client ``benchmark.repeats``
+"""The BENCHMARK role: start writing the job's prompt files (:mod:`perfsanity.run.prompt_files`), wait
+for the front door, check it serves, run the client ``benchmark.repeats``
 times per concurrency (their mean is the concurrency's result, each repeat kept inside it), keep
 every finished result, and always write the status file that stops the servers. Around the
 ``profiling.windows`` points it drives the engine's torch profiler (:mod:`perfsanity.run.profiler_hooks`);
@@ -6,8 +7,8 @@ after the last point, with ``accuracy.enable_accuracy_test``, it runs lm-eval ag
 (:mod:`perfsanity.run.accuracy`). Both are recorded in ``results.json``.
 
 It writes ``results.json`` (after every concurrency, and once more at the end with the validity
-failures and the status) and ``rendezvous/benchmark.status`` (lm-eval keeps its own output in
-``accuracy/``), and nothing else: no gate, no history,
+failures and the status) and ``rendezvous/benchmark.status`` (the clients keep their own output and
+the prompt files in ``client/``, lm-eval its output in ``accuracy/``), and nothing else: no gate, no history,
 no junit, no report — those are the submit side's (:mod:`perfsanity.results.pipeline`), so a compute
 node needs no history-database credentials. Its exit code means only "valid measurement".
 """
@@ -21,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 
 from perfsanity.common.errors import PerfsanityError, WaitTimeout
 from perfsanity.common.files import write_atomic
@@ -36,6 +38,7 @@ from perfsanity.load.validity import cores_needed, mark
 from perfsanity.run import profiler_hooks
 from perfsanity.run.accuracy import run_accuracy
 from perfsanity.run.job import Job, client_model_name, client_name, model_path, resolve_argv
+from perfsanity.run.prompt_files import PromptFiles
 from perfsanity.spec.benchmark_types import Point, default_label, points
 from perfsanity.spec.config import DEFAULT_REPEATS
 
@@ -202,10 +205,29 @@ def point_fields(point: Point) -> dict[str, object]:
             "osl": point.output_length if own_lengths else None}
 
 
-def run_repeats(job: Job, url: str, model: str, tokenizer: str, point: Point) -> tuple[ConcurrencyResult, list[str]]:
+def client_run(job: Job, url: str, model: str, tokenizer: str, point: Point, out_dir: Path,
+               prompt_file: str | None = None) -> ClientRun:
+    """One client run of ``point``. ``prompt_file``: the point's pre-generated prompts
+    (:mod:`perfsanity.run.prompt_files`), read as the dataset file; None: ``benchmark.dataset_file`` or
+    the client's synthetic prompts."""
+    bench = job.config.benchmark
+    return ClientRun(
+        url=url, model_name=model, tokenizer=tokenizer, concurrency=point.concurrency,
+        num_prompts=point.num_prompts, input_length=point.input_length,
+        output_length=point.output_length, streaming=bench.streaming,
+        request_timeout_s=bench.request_timeout_s, random_seed=bench.random_seed,
+        warmup_requests=bench.warmup_requests, dataset_file=bench.dataset_file or prompt_file,
+        out_dir=out_dir, total_gpus=job.topology.total_gpus,
+        request_rate=point.request_rate, arrival=point.arrival, trace_file=point.trace_file,
+    )
+
+
+def run_repeats(job: Job, url: str, model: str, tokenizer: str, point: Point,
+                prompt_file: str | None = None) -> tuple[ConcurrencyResult, list[str]]:
     """Every repeat of one point (``benchmark.repeats``; unset: up to DEFAULT_REPEATS, stopping
     before a repeat that would end past ``timeouts.client_per_concurrency``), combined into their mean.
-    A repeat that fails the validity check ends the concurrency: its reasons are returned."""
+    A repeat that fails the validity check ends the concurrency: its reasons are returned.
+    ``prompt_file``: as in :func:`client_run`."""
     bench = job.config.benchmark
     wanted = bench.repeats or DEFAULT_REPEATS
     budget = job.config.timeouts.client_per_concurrency
@@ -215,15 +237,7 @@ def run_repeats(job: Job, url: str, model: str, tokenizer: str, point: Point) ->
     label = point.label
     for i in range(wanted):
         out_dir = job.job_dir / "client" / label
-        run = ClientRun(
-            url=url, model_name=model, tokenizer=tokenizer, concurrency=point.concurrency,
-            num_prompts=point.num_prompts, input_length=point.input_length,
-            output_length=point.output_length, streaming=bench.streaming,
-            request_timeout_s=bench.request_timeout_s, random_seed=bench.random_seed,
-            warmup_requests=bench.warmup_requests, dataset_file=bench.dataset_file,
-            out_dir=out_dir / f"r{i}" if wanted > 1 else out_dir, total_gpus=job.topology.total_gpus,
-            request_rate=point.request_rate, arrival=point.arrival, trace_file=point.trace_file,
-        )
+        run = client_run(job, url, model, tokenizer, point, out_dir / f"r{i}" if wanted > 1 else out_dir, prompt_file)
         one = run_one(job, run, client_name(job.config), tag=f"-r{i}" if wanted > 1 else "", label=label)
         repeats.append(one.model_copy(update=point_fields(point)))
         problems = validity_check(repeats[-1], requested=run.num_prompts, max_failed_rate=bench.max_failed_rate,
@@ -311,15 +325,18 @@ def run_benchmark(job: Job) -> None:
                            total_gpus=job.topology.total_gpus)
     t_start = time.monotonic()
     try:
-        url = wait_whole_path(job)
-        model = client_model_name(job)
-        ready_s = time.monotonic() - t_start
-        job.log(f"{url} serves {model!r} ({ready_s:.1f}s after the benchmark started)")
         tokenizer = model_path(job)
+        with ProcessSet() as procs:
+            prompts = PromptFiles(job, procs, tokenizer)  # written while the servers start
+            url = wait_whole_path(job)
+            model = client_model_name(job)
+            ready_s = time.monotonic() - t_start
+            job.log(f"{url} serves {model!r} ({ready_s:.1f}s after the benchmark started)")
+            prompts.collect()
         for point in points(bench, source=cfg.source):
             try:
                 with profiler_hooks.window(job, point.concurrency, calls):
-                    result, problems = run_repeats(job, url, model, tokenizer, point)
+                    result, problems = run_repeats(job, url, model, tokenizer, point, prompts.for_point(point))
             finally:
                 run_result = run_result.model_copy(update={"profiler_calls": tuple(calls)})
             results.append(result)

@@ -343,6 +343,9 @@ class Benchmark(_Strict):
     request_timeout_s: float = Field(default=600.0, gt=0, le=MAX_TIMEOUT_S)
     warmup_requests: int = Field(default=0, ge=0, le=100_000)
     random_seed: int = 0
+    pregenerate_dataset: bool = Field(default=True, description="aiperf's concurrency/request_rate points read "
+                                      "token-exact prompts written once per job while the servers start "
+                                      "(perfsanity.run.prompt_files); no effect with a dataset_file or another client")
     use_nv_sa_benchmark: bool = False  # compatibility; unused
 
     @field_validator("concurrency_list", mode="before")

@@ -1,10 +1,15 @@
-"""Shared helpers for the client tests: a ClientRun factory and the fixture directories."""
+"""Shared helpers for the client tests: a ClientRun factory, the fixture directories, and a tool
+venv's interpreter (skip when it is not installed, fail under CI=true)."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
+import pytest
+
+from perfsanity.engines import tooling
 from perfsanity.load.base import ClientRun
 
 HERE = Path(__file__).resolve().parent
@@ -31,3 +36,15 @@ BASE_RUN = ClientRun(
 
 def make_run(**changes) -> ClientRun:
     return dataclasses.replace(BASE_RUN, **changes)
+
+
+def tool_python(tool: str) -> Path:
+    """The interpreter of tool venv ``tool``; skips the test when the venv is not installed and fails it
+    under ``CI=true``, naming the install command."""
+    env = tooling.installed_tool(tool)
+    if env is None:
+        message = f"tool venv {tool!r} not installed; run: python3 -m perfsanity.engines.tooling install {tool}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return env.python

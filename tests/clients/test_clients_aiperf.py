@@ -40,6 +40,7 @@ def test_command_variants():
     assert shlex.join(cmd.argv) == (
         "aiperf profile --model tiny --url http://127.0.0.1:8000 --endpoint-type completions "
         "--concurrency 4 --request-count 16 --request-rate 10000 --workers-max 1 --input-file /data/prompts.jsonl --custom-dataset-type single-turn "
+        "--prompt-corpus random "
         "--output-tokens-mean 32 --output-tokens-stddev 0 --extra-inputs ignore_eos:true "
         "--extra-inputs min_tokens:32 --use-server-token-count --random-seed 42 "
         "--request-timeout-seconds 12.5 --ui none --no-gpu-telemetry --artifact-dir /jobs/j1/client/c4"
