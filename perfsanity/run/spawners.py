@@ -30,6 +30,9 @@ from perfsanity.plan.launch import RoleStep
 from perfsanity.run.context import SlurmContext
 
 INSTALL = "install"
+#: the harness interpreter a role step runs (slurm_run.sh): the supervisor's own, so a role neither asks
+#: the bootstrap again nor resolves ``python3`` through a version-manager shim (~0.5 s per role)
+ENV_PYTHON = "PERFSANITY_PYTHON"
 # SLURM's view of a job step: a local process must not believe it runs in one
 _SLURM_STEP_VARS = ("SLURM_JOB_ID", "SLURM_JOBID", "SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NODELIST",
                     "SLURM_JOB_NODELIST", "SLURM_STEP_NODELIST")
@@ -106,7 +109,7 @@ class SrunSpawner:
                            cwd=self.job_dir)
 
     def start_role(self, procs: ProcessSet, step: RoleStep, hosts: Sequence[str]) -> ManagedProcess:
-        env = {**self.environ, "DISAGG_SERVING_TYPE": step.role}
+        env = {**self.environ, "DISAGG_SERVING_TYPE": step.role, ENV_PYTHON: sys.executable}
         return procs.start(step.role, self.role_argv(step, hosts), env=env,
                            log_path=self.logs / "srun" / f"{step.role}.log", cwd=self.job_dir)
 
@@ -120,6 +123,7 @@ def role_env(exports: Mapping[str, str], role: str, base: Mapping[str, str] | No
     env.update(exports)
     env["DISAGG_SERVING_TYPE"] = role
     env["PERFSANITY_JOB_ID"] = "local"
+    env[ENV_PYTHON] = sys.executable
     repo = exports["PERFSANITY_REPO"]
     env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env

@@ -46,7 +46,8 @@ def mocker_raw() -> dict:
     return yaml.safe_load(MOCKER.read_text())
 
 
-# launch.sh execs ``python3 -m perfsanity.jobs.batch``: the stub python3 records its argv and runs the real one
+# launch.sh asks ``python3 perfsanity/bootstrap.py`` for the venv's interpreter: the stub python3 records its
+# argv and runs the real one
 PYTHON_PASSTHROUGH = f"""#!/bin/bash
 # one write per call: preflight tasks run python3 beside the stub srun, which logs to the same file
 line=python3; for a in "$@"; do line+=" [$a]"; done
@@ -282,7 +283,8 @@ def test_l0_launch_sh_starts_the_golden_srun_steps(name: str, tmp_path: Path, h,
     assert "] done: exit code 0" in proc.stdout, proc.stdout + proc.stderr
     assert proc.returncode == 1, proc.stdout + proc.stderr
     calls = log.read_text()
-    assert "python3 [-m] [perfsanity.jobs.batch] [--job-dir]" in calls
+    # the draft asks the bootstrap for the harness venv's interpreter, then execs the supervisor under it
+    assert f"python3 [{REPO}/perfsanity/bootstrap.py] [--print-python]" in calls
     got = [h.normalise(line, {str(REPO): "<REPO>", str(tmp_path): "<TMP>"}) for line in srun_steps(calls)]
     golden = GOLDEN / f"srun_l0_{name}.txt"
     logged = [h.normalise(line.split("] run: ", 1)[1], {str(REPO): "<REPO>", str(tmp_path): "<TMP>"})
@@ -412,8 +414,9 @@ def test_draft_is_thin_glue() -> None:
     """The draft only sets up the environment and hands over to the Python supervisor."""
     text = (REPO / "jenkins/scripts/perf/disaggregated/slurm_launch_draft.sh").read_text()
     code = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    assert len(code) <= 6, code
-    assert code[-1].startswith('exec python3 -m perfsanity.jobs.batch --job-dir "$PERFSANITY_JOB_DIR" -- ')
+    assert len(code) <= 7, code
+    assert code[-2] == 'py=$(python3 "$PERFSANITY_REPO/perfsanity/bootstrap.py" --print-python) || exit 1'
+    assert code[-1].startswith('exec "$py" -m perfsanity.jobs.batch --job-dir "$PERFSANITY_JOB_DIR" -- ')
 
 
 @pytest.mark.parametrize("script", ["jenkins/scripts/slurm_run.sh", "jenkins/scripts/slurm_install.sh",

@@ -148,4 +148,4 @@ def test_local_spawner_runs_the_role_script_in_its_own_session(tmp_path: Path) -
 def test_role_env_is_the_job_exports_plus_the_role() -> None:
     env = role_env({"PERFSANITY_REPO": "/r", "X": "1"}, "BENCHMARK", base={"SLURM_STEP_ID": "0", "KEEP": "k"})
     assert env == {"PERFSANITY_REPO": "/r", "X": "1", "KEEP": "k", "DISAGG_SERVING_TYPE": "BENCHMARK",
-                   "PERFSANITY_JOB_ID": "local", "PYTHONPATH": "/r"}
+                   "PERFSANITY_JOB_ID": "local", "PYTHONPATH": "/r", "PERFSANITY_PYTHON": sys.executable}

@@ -8,4 +8,6 @@ set -uo pipefail
 export PYTHONPATH="$PERFSANITY_REPO${PYTHONPATH:+:$PYTHONPATH}"
 export PERFSANITY_JOB_ID="${SLURM_JOB_ID:-local}"
 cd "$PERFSANITY_JOB_DIR" || exit 1
-exec python3 -m perfsanity.jobs.batch --job-dir "$PERFSANITY_JOB_DIR" -- "${srunArgs[@]}"
+# the harness venv's interpreter (made on this node if it lacks it), not whatever python3 is on PATH
+py=$(python3 "$PERFSANITY_REPO/perfsanity/bootstrap.py" --print-python) || exit 1
+exec "$py" -m perfsanity.jobs.batch --job-dir "$PERFSANITY_JOB_DIR" -- "${srunArgs[@]}"
