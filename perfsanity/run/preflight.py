@@ -52,8 +52,10 @@ REPORT_TAG = "PERFSANITY-PREFLIGHT "
 DIR = "preflight"
 CONNECT_TIMEOUT_S = 3.0
 MISSING_PEERS = "peers missing"  # a reach failure that only says some task never published its port
-# the task's command inside the step (a container, too): the checkout on PYTHONPATH, then the module
-_TASK_SHELL = 'export PYTHONPATH="$PERFSANITY_REPO${PYTHONPATH:+:$PYTHONPATH}"; exec python3 -m perfsanity.run.preflight "$@"'
+# the task's command inside the step (a container, too): the checkout on PYTHONPATH, then the module under
+# the supervisor's interpreter where that path exists ($PERFSANITY_PYTHON), else the step's python3
+_TASK_SHELL = ('export PYTHONPATH="$PERFSANITY_REPO${PYTHONPATH:+:$PYTHONPATH}"; p=${PERFSANITY_PYTHON:-python3}; '
+               '[ -x "$p" ] || p=python3; exec "$p" -m perfsanity.run.preflight "$@"')
 
 
 class PreflightFailed(Exception):

@@ -67,7 +67,8 @@ class SrunSpawner:
         self.srun_args = tuple(srun_args)
         self.run_sh = str(run_sh)
         self.install_sh = str(install_sh)
-        self.environ = dict(os.environ if environ is None else environ)
+        # every step (preflight, install, roles) runs the harness under this interpreter where its path exists
+        self.environ = {**(os.environ if environ is None else environ), ENV_PYTHON: sys.executable}
         self.srun = srun
 
     def hosts(self, needed: int) -> tuple[str, ...]:
@@ -109,7 +110,7 @@ class SrunSpawner:
                            cwd=self.job_dir)
 
     def start_role(self, procs: ProcessSet, step: RoleStep, hosts: Sequence[str]) -> ManagedProcess:
-        env = {**self.environ, "DISAGG_SERVING_TYPE": step.role, ENV_PYTHON: sys.executable}
+        env = {**self.environ, "DISAGG_SERVING_TYPE": step.role}
         return procs.start(step.role, self.role_argv(step, hosts), env=env,
                            log_path=self.logs / "srun" / f"{step.role}.log", cwd=self.job_dir)
 

@@ -229,14 +229,15 @@ class Supervisor:
     def await_install(self, install: tuple[ManagedProcess, Deadline]) -> None:
         """Wait for the install step within its bound."""
         proc, bound = install
-        limit = bound.seconds
-        what = "timeouts.install" if limit >= self.ctx.install_timeout else "slurm.timeout"
+        by_deadline = bound.seconds < self.ctx.install_timeout  # what was left of the job's time bound it
         while proc.poll() is None and not bound.expired:
             self._tick()
         log = self.ctx.job_dir / "logs" / "install.log"
         if proc.poll() is None:
             proc.stop(self.ctx.shutdown_timeout / 2)
-            raise StageFailed(1, f"install step failed: still running after {limit:.3g}s ({what}; see {log})")
+            when = (f"at the job's deadline (slurm.timeout={self.ctx.job_timeout:g}s)" if by_deadline
+                    else f"after {self.ctx.install_timeout:g}s (timeouts.install)")
+            raise StageFailed(1, f"install step failed: still running {when}; see {log}")
         if proc.poll() != 0:
             raise StageFailed(1, f"install step failed with exit code {proc.poll()} (see {log})")
 

@@ -155,7 +155,7 @@ def test_the_deadline_bounds_the_install_step_too(ctx, capsys) -> None:
     spawner = FakeSpawner(ctx.job_dir, {"install": FOREVER})
     rc, took = supervise(replace(ctx, job_timeout=0.2), spawner)
     assert rc == 1 and took < 1.5 and list(spawner.started) == ["install"] and not spawner.alive()
-    assert "install step failed: still running after 0.2s" in capsys.readouterr().out
+    assert "install step failed: still running at the job's deadline (slurm.timeout=0.2s); see " in capsys.readouterr().out
 
 
 def test_servers_get_the_shutdown_bound_then_are_killed(ctx, capsys) -> None:
@@ -191,6 +191,7 @@ def test_the_install_step_is_bounded(ctx, capsys) -> None:
     rc, took = supervise(replace(ctx, install_timeout=0.2), spawner)
     assert rc == 1 and not spawner.alive() and list(spawner.started) == ["install"]
     assert took < 0.2 + SHUTDOWN_S + 1.5
+    assert "install step failed: still running after 0.2s (timeouts.install); see " in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------ requeue
