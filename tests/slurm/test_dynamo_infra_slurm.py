@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "test_configs" / "disagg" / "perf" / "mocker-ctx2-gen2-etcd-nats.yaml"
 LONG = Path(__file__).resolve().parent / "configs" / "disagg" / "perf" / "slurm-infra-long.yaml"
 SMALL_BENCH = ("--set", "benchmark.concurrency_list=2 4", "--set", "benchmark.multi_round=4",
-               "--set", "benchmark.input_length=64", "--set", "benchmark.output_length=16")
+               "--set", "benchmark.input_length=64", "--set", "benchmark.output_length=16",
+               "--set", "benchmark.client=perfsanity")  # the lean client: what is tested here is the job's services
 #: two jobs at once on four nodes of 4 fake GPUs: servers of 2 GPUs, one per node
 HALF_NODES = ("--set", "hardware.gpus_per_node=2", "--set", "worker_config.ctx.tensor_parallel_size=2",
               "--set", "worker_config.gen.tensor_parallel_size=2")
