@@ -109,6 +109,7 @@ def dump_options(tool: str, script: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # seconds each: a real engine/tool process or many subprocesses
 @pytest.mark.parametrize("tool", ["sglang", "dynamo-sglang"])
 def test_sglang_facts_match_the_real_parser(tool):
     """sglang.json's entry for the venv's release is exactly what the real parser defines."""

@@ -27,6 +27,9 @@ from perfsanity.spec import envvars
 from perfsanity.spec.config import Config, load_config
 from perfsanity.spec.topology import build_topology
 
+# every test here starts an engine's own parser in its tool venv (SGLang imports: seconds each)
+pytestmark = pytest.mark.slow
+
 CHECK_SCRIPT = Path(__file__).resolve().parent / "engine_parser_check.py"
 GLM_SGLANG = REPO / "test_configs/disagg/perf/gb200-glm-4.7-nvfp4_1k1k_sglang_4p2d.yaml"
 QWEN_DYNAMO = REPO / "test_configs/disagg/perf/gb200-qwen3-235b-fp8_1k1k_dynamo-sglang_1p1d.yaml"

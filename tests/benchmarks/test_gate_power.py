@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # seconds each: a real engine/tool process or many subprocesses
 def test_gate_power_json_reports_the_default_rule_per_job_night():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/gate_power.py"), "--json", "--trials", "20",
                            "--side-trials", "5", "--cp-trials", "0", "--full-path-trials", "1"],

@@ -60,6 +60,7 @@ def test_aiperf_parser_rejects_a_misspelling():
     assert not result["ok"] and "--concurency" in result["error"], result
 
 
+@pytest.mark.slow  # seconds each: a real engine/tool process or many subprocesses
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_sglang_bench_serving_argv_parses(variant, tmp_path):
     argv = list(SGLANG_BENCH.command(run_for(variant, tmp_path)).argv)

@@ -109,6 +109,7 @@ def test_build_url_credentials_are_not_stored(store):
     assert mask_url("https://ci/x", keep_user=False) == "https://ci/x"
 
 
+@pytest.mark.slow  # seconds each: a real engine/tool process or many subprocesses
 def test_parallel_writers_lose_nothing(store_url):
     """4 processes start together on a fresh database (concurrent schema creation) and each adds 25 runs."""
     workers, runs = 4, 25

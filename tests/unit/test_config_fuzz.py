@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -220,6 +221,7 @@ def exercise(kind: str, base_path: Path, payload: Any, workdir: Path, use_cluste
         check_config_error(exc, str(target))
 
 
+@pytest.mark.slow  # seconds each: a real engine/tool process or many subprocesses
 def test_fuzz_loader_in_process() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -281,6 +283,7 @@ def surely_invalid_text(draw) -> tuple[Path, str]:
     return path, text + text_tail
 
 
+@pytest.mark.slow  # seconds each: a real engine/tool process or many subprocesses
 def test_fuzz_cli_exit_2_one_line(h) -> None:
     cases: list[tuple[Path, str]] = []
 

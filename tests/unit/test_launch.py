@@ -269,6 +269,7 @@ def test_l0_launch_sh_golden(name: str, tmp_path: Path, h) -> None:
         pytest.fail(f"launch.sh differs from {golden.name} (PERFSANITY_UPDATE_GOLDEN=1 to accept):\n{diff}")
 
 
+@pytest.mark.slow  # seconds each: a real engine/tool process or many subprocesses
 @pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
 def test_l0_launch_sh_starts_the_golden_srun_steps(name: str, tmp_path: Path, h, stub_bin: Path) -> None:
     """The L0 launch.sh, run as sbatch would (stub srun/scontrol): the supervisor starts the install step
