@@ -197,6 +197,7 @@ class AiperfClient(ClientBase):
     name = "aiperf"
     tool = "aiperf"
     benchmark_types = frozenset({"concurrency", "request_rate", "trace", "manual"})
+    reads_prompt_files = True  # --input-file single-turn: the job's pre-generated prompts
 
     def command(self, run: ClientRun) -> ClientCommand:
         argv: list[str] = [

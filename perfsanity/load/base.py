@@ -93,6 +93,9 @@ class BenchmarkClient(Protocol):
     #: the perfsanity.engines.tooling env this client runs from, installed on each node by the install
     #: step (None: the client is on PATH, e.g. in the engine's container)
     tool: str | None
+    #: it reads the token-exact prompt files the BENCHMARK pre-generates while the servers start
+    #: (perfsanity.run.prompt_files; the writer runs under this client's tool env)
+    reads_prompt_files: bool
 
     def command(self, run: ClientRun) -> ClientCommand:
         """The process that benchmarks ``run`` and writes its results into ``run.out_dir``."""
@@ -111,6 +114,7 @@ class ClientBase(ABC):
     tool: str | None = None
     #: the ``benchmark.type`` values this client can measure (perfsanity.spec.benchmark_types)
     benchmark_types: frozenset[str] = frozenset({"concurrency", "manual"})
+    reads_prompt_files: bool = False
 
     @abstractmethod
     def command(self, run: ClientRun) -> ClientCommand: ...

@@ -21,6 +21,7 @@ from perfsanity.common.errors import PerfsanityError, WaitTimeout
 from perfsanity.common.files import write_atomic
 from perfsanity.common.processes import ManagedProcess, ProcessSet
 from perfsanity.common.waits import wait_until
+from perfsanity.load import get_client
 from perfsanity.load.prompt_file import PromptFile, count_lines, file_for, needed, spec, writer_argv
 from perfsanity.run.job import Job, client_name, resolve_argv
 from perfsanity.spec.benchmark_types import Point, points
@@ -32,10 +33,10 @@ SPEC_NAME = "prompt-files.json"
 
 
 def wanted(job: Job) -> tuple[PromptFile, ...]:
-    """The files this job's points read: none unless the option is on, the client is aiperf and no
-    dataset file is given."""
+    """The files this job's points read: none unless the option is on, the client reads prompt files
+    (``BenchmarkClient.reads_prompt_files``) and no dataset file is given."""
     bench = job.config.benchmark
-    if not bench.pregenerate_dataset or bench.dataset_file or client_name(job.config) != "aiperf":
+    if not bench.pregenerate_dataset or bench.dataset_file or not get_client(client_name(job.config)).reads_prompt_files:
         return ()
     return needed(points(bench, source=job.config.source), bench.warmup_requests)
 
@@ -56,7 +57,7 @@ class PromptFiles:
             spec_path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(spec_path, json.dumps(spec(tokenizer, job.config.benchmark.random_seed, self.files),
                                                indent=2) + "\n")
-            argv = resolve_argv(writer_argv(spec_path), "aiperf")
+            argv = resolve_argv(writer_argv(spec_path), get_client(client_name(job.config)).tool)
             env = {**job.environ, "TRANSFORMERS_VERBOSITY": "error"}
             self.proc = procs.start("prompt files", argv, env=env, log_path=self.log, cwd=spec_path.parent)
         except (PerfsanityError, OSError) as exc:
