@@ -25,7 +25,13 @@ def test_registry_matches_config_literal():
 
 
 def test_protocol_declares_the_capabilities():
-    assert CAPABILITIES == {"name": str, "tool": str | None}
+    assert CAPABILITIES == {"name": str, "tool": str | None, "reads_prompt_files": bool}
+
+
+@pytest.mark.parametrize("name", typing.get_args(Client))
+def test_only_aiperf_reads_the_pre_generated_prompt_files(name: str):
+    # aiperf takes them as --input-file single-turn; the others make their own prompts
+    assert clients.get_client(name).reads_prompt_files is (name == "aiperf")
 
 
 @pytest.mark.parametrize("name", typing.get_args(Client))
