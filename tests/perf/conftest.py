@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 #: config → the test that runs the same job from the same shipped config
 RUN_ELSEWHERE = {
     "mocker-ctx1-gen1-rate": "tests/e2e/test_benchmark_types_e2e.py",
@@ -17,6 +19,7 @@ RUN_ELSEWHERE = {
     "mocker-ctx2-gen2": "tests/unit/test_upstream_slurm.py",
 }
 HERE = Path(__file__).resolve().parent
+_GONE = pytest.StashKey[list]()
 
 
 def _asked_for_perf_cases(config) -> bool:  # noqa: ANN001 - pytest's Config
@@ -42,3 +45,12 @@ def pytest_collection_modifyitems(config, items):
     if gone:
         config.hook.pytest_deselected(items=gone)
         items[:] = keep
+        config.stash[_GONE] = [(item.callspec.params["case"].config_name) for item in gone]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001 - pytest hook signature
+    gone = config.stash.get(_GONE, [])
+    if gone:
+        terminalreporter.section(f"deselected: {len(gone)} perf case(s) whose job another test runs")
+        for name in gone:
+            terminalreporter.write_line(f"  {name}: run by {RUN_ELSEWHERE[name]} (pytest tests/perf runs it here)")
