@@ -10,9 +10,7 @@ rank=${SLURM_PROCID:-0}
 # the harness venv: the supervisor names its own interpreter (the install step has synced the venv on
 # every node); where that path does not exist (another container image), ask the bootstrap
 py=${PERFSANITY_PYTHON:-}
-if [[ -z $py || ! -x $py ]]; then
-    py=$(python3 "$PERFSANITY_REPO/perfsanity/bootstrap.py" --print-python)
-fi
+[[ -x $py ]] || py=$(python3 "$PERFSANITY_REPO/perfsanity/bootstrap.py" --print-python)
 # only the role's own case is collected (testcases.all_cases keeps $PERFSANITY_TEST_ID inside a job),
 # and no installed plugin is loaded (hypothesis, xdist, timeout: seconds of imports on a busy node; the
 # supervisor bounds the role); the ini's timeout key then has no plugin, hence the warning filter

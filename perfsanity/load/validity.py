@@ -96,7 +96,8 @@ def mark(result: ConcurrencyResult, *, node_cores: int | None = None) -> Concurr
             "coalesced chunks, so the gaps between them are not inter-token latencies")}
         update["itl"] = LatencyStats()
     for lat, stat, lag_key in TIMING_LAG_CHECKS:
-        lag, value = stats.get(lag_key), getattr(update.get(lat, getattr(result, lat)), stat)
+        current = update.get(lat, getattr(result, lat))  # as the rules above left it
+        lag, value = stats.get(lag_key), getattr(current, stat)
         if lag is None or value is None or value <= 0 or lag <= MAX_TIMING_LAG_SHARE * value:
             continue
         name = f"{lat}_{stat}"
@@ -104,7 +105,7 @@ def mark(result: ConcurrencyResult, *, node_cores: int | None = None) -> Concurr
             f"the client's own timing lag ({lag_key.removesuffix('_ms').replace('_', ' ')} {lag:.2f} ms) is "
             f"{lag / value:.1%} of {lat.upper()} {stat} {value:.2f} ms (limit {MAX_TIMING_LAG_SHARE:.0%}): the "
             "client, not the server, sets it at this load")}
-        update[lat] = update.get(lat, getattr(result, lat)).model_copy(update=dict.fromkeys(invalid_latency(name)[1]))
+        update[lat] = current.model_copy(update=dict.fromkeys(invalid_latency(name)[1]))
     return result.model_copy(update=update) if update else result
 
 
