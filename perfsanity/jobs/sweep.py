@@ -62,7 +62,10 @@ MANIFEST_FILE = "sweep_manifest.json"
 SCHEMA_VERSION = 1
 MAX_POINTS = 1000
 MAX_NAME_LEN = 150
-POLL_S = 10.0  # seconds between SLURM polls while waiting for a sweep's jobs
+# seconds between SLURM polls while waiting for a sweep's jobs: from POLL_FIRST_S, doubling up to POLL_S, and
+# back to POLL_FIRST_S after a change (a job that ended may let the next point start, and is collected at once)
+POLL_FIRST_S = 1.0
+POLL_S = 10.0
 ROLES = ("ctx", "gen", "server")
 
 # point states that are not SLURM states
@@ -790,6 +793,7 @@ def submit_sweep(out_dir: Path, manifest: dict[str, Any], jobs: Mapping[str, Pre
                            "to submit more")
         return 1 if submit_errors else 0
 
+    poll_s = POLL_FIRST_S
     try:
         while True:
             waiting = [p for p in points if _active(p) and p["name"] not in gave_up]
@@ -800,7 +804,7 @@ def submit_sweep(out_dir: Path, manifest: dict[str, Any], jobs: Mapping[str, Pre
                 break
             progress.summary(_summary(points))
             if waiting:
-                _sleep(POLL_S)
+                _sleep(poll_s)
             changed = False
             for p in waiting:
                 job = jobs[p["name"]]
@@ -832,6 +836,7 @@ def submit_sweep(out_dir: Path, manifest: dict[str, Any], jobs: Mapping[str, Pre
                     changed = True
             if changed:
                 save()
+            poll_s = POLL_FIRST_S if changed else min(2 * poll_s, POLL_S)
             launch()
     finally:
         save()

@@ -20,8 +20,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats
-
 #: family-wise false-alarm rate per job-night (all gated metrics × concurrencies of one job): half the
 #: 1 % target, so the measured rate stays below it (benchmarks/gate_power.py)
 DEFAULT_ALPHA = 0.005
@@ -82,6 +80,14 @@ def pooled_noise(history: Sequence[Sample], today: Sample | None = None) -> Nois
     return Noise(sigma=math.sqrt(ss / df), df=df)
 
 
+def _scipy_stats():
+    """scipy.stats, imported on first use: a job with no history (NO_BASELINE) never needs it, and the
+    import costs ~1.5 s of the submit side's results pipeline."""
+    from scipy import stats
+
+    return stats
+
+
 def standard_error(noise: Noise, n: int, m: int | None) -> float:
     """σ̂·√(1/n + 1/m): the standard error of (today's mean − baseline); ``m`` None = a pinned, exact baseline."""
     return noise.sigma * math.sqrt(1.0 / n + (1.0 / m if m else 0.0))
@@ -91,12 +97,12 @@ def one_sided_p(worse: float, se: float, df: int) -> float:
     """P(T ≥ worse/se) under 'no change'; ``worse`` > 0 is a change in the bad direction."""
     if se <= 0:
         return 0.0 if worse > 0 else 1.0
-    return float(stats.t.sf(worse / se, df))
+    return float(_scipy_stats().t.sf(worse / se, df))
 
 
 def critical_t(level: float, df: int) -> float:
     """t with P(T ≥ t) = level."""
-    return float(stats.t.isf(level, df))
+    return float(_scipy_stats().t.isf(level, df))
 
 
 def holm(pvalues: Sequence[float], alpha: float = DEFAULT_ALPHA) -> list[tuple[bool, float]]:
@@ -126,7 +132,7 @@ def detection_power(*, drop_pct: float, noise_pct: float, n: int, m: int, family
     se = noise_pct * math.sqrt(1.0 / n + 1.0 / m)
     dof = df if df is not None else max(m - 1, 1)
     threshold = max(floor_pct, critical_t(alpha / family, dof) * se)
-    return float(stats.norm.sf((threshold - drop_pct) / se))
+    return float(_scipy_stats().norm.sf((threshold - drop_pct) / se))
 
 
 def required_repeats(*, drop_pct: float = 5.0, noise_pct: float = 2.0, power: float = 0.95, m: int = 30,

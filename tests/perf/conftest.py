@@ -11,6 +11,7 @@ import pytest
 
 #: config → the test that runs the same job from the same shipped config
 RUN_ELSEWHERE = {
+    "mocker-ctx1-gen1": "tests/e2e/test_local_e2e.py",
     "mocker-ctx1-gen1-rate": "tests/e2e/test_benchmark_types_e2e.py",
     "mocker-ctx1-gen1-isl2": "tests/e2e/test_benchmark_types_e2e.py",
     "mocker-ctx1-gen1-accuracy": "tests/e2e/test_accuracy_profiling.py",

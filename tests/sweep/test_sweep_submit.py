@@ -246,3 +246,17 @@ def test_slurm_point_failed_by_its_gate_fails_the_sweep(write_sweep, tmp_path, f
     pts = _points(out)
     assert (pts["bs64"]["state"], pts["bs64"]["final_exit_code"]) == ("COMPLETED", 1)
     assert (pts["bs128"]["state"], pts["bs128"]["final_exit_code"]) == ("COMPLETED", 0)
+
+
+def test_wait_polls_soon_then_backs_off_and_soon_again_after_a_change(write_sweep, tmp_path, fake_slurm, monkeypatch):
+    """One job RUNNING for 7 polls, then COMPLETED; the other COMPLETED after 2 (one poll per waiting job)."""
+    path, out = write_sweep(TWO), tmp_path / "out"
+    sleeps: list[float] = []
+    monkeypatch.setattr(sweep, "_sleep", sleeps.append)
+    fake_slurm.script = [["PENDING"] + ["RUNNING"] * 7 + ["COMPLETED"], ["RUNNING", "COMPLETED"]]
+    assert sweep.main([str(path), "--out", str(out), "--submit", "--wait"]) == 0
+    # the refresh before waiting takes none of the scripted states: both jobs are new
+    assert sleeps[0] == sweep.POLL_FIRST_S == 1.0
+    assert max(sleeps) == sweep.POLL_S
+    # polls 1-2: both jobs change state (1 s each time); then A alone stays RUNNING: doubling up to 10 s
+    assert sleeps == [1.0, 1.0, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0], sleeps
