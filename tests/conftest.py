@@ -26,6 +26,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG0
         terminalreporter.write_line(f"{count:5d}  {reason}")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):  # noqa: ARG001 - pytest hook signature
     """Under pytest-xdist (``--dist loadgroup``, as scripts/test runs it) every test that uses the local
     SLURM cluster runs on one worker: some of them take nodes DOWN or need every node idle."""

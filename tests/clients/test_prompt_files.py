@@ -74,6 +74,7 @@ def _write(tmp_path: Path, seed: int, shapes: list[PromptFile]) -> dict[PromptFi
 SHAPES = [PromptFile(1, 4, 3), PromptFile(37, 8, 5), PromptFile(128, 32, 18), PromptFile(128, 32, 4)]
 
 
+@pytest.mark.slow  # four files written and re-tokenized in the aiperf venv (~15 s)
 def test_prompts_are_token_exact_one_line_per_request_and_seeded(tmp_path):
     from perfsanity.engines.model_assets import ensure_tiny_model
 

@@ -232,6 +232,7 @@ def run_case(case: Case, tmp_path: Path) -> None:
     assert yaml.safe_load((out / "config.resolved.yaml").read_text())["name"]
 
 
+@pytest.mark.slow  # a thousand cases in all (~30 s); test_one_case_of_every_class_through_the_cli stays fast
 @pytest.mark.parametrize("cls", CLASSES)
 def test_corpus_class(cls: str, tmp_path: Path) -> None:
     # one test per class (the cases in a loop, each in its own dir): a thousand test items would cost

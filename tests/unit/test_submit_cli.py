@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# the session fixtures below run ~30 submit.py subprocesses: on one pytest-xdist worker they run once
+pytestmark = pytest.mark.xdist_group("submit-cli")
+
 REPO = Path(__file__).resolve().parents[2]
 ROOT = REPO / "test_configs"
 CONFIGS = sorted(ROOT.glob("*/perf/*.yaml"))
