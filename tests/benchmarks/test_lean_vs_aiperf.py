@@ -29,13 +29,15 @@ def test_lean_client_agrees_with_aiperf_within_2pct_at_c1(tmp_path):
     judged = ["tpot_p50", "itl_p50", "tput"]
     # TTFT agreement is a quiet-box figure (RESULTS.md): under load aiperf's start timestamps lag past 2 %
     # even where its point still reads valid (seen in CI at load average 3.7: 3.3 %)
-    if pt["aiperf_validity"] == "valid" and pt["load_before"] < 1.0:
-        judged.append("ttft_p50")
-    else:
+    quiet = pt["load_before"] < 1.0
+    if pt["aiperf_validity"] != "valid":
         assert pt["aiperf_validity"] == "client_saturated" and pt["aiperf_evidence"], pt
+    elif quiet:
+        judged.append("ttft_p50")
     for metric in judged:
         assert diff[metric] is not None and abs(diff[metric]) <= 2.0, (metric, pt)
-    assert pt["agrees"], pt
+    if quiet:
+        assert pt["agrees"], pt
     assert pt["lean"]["tpot_p50"] == pytest.approx(20.0, rel=0.02)  # the law server's 20 ms between tokens
     # the reason for the lean client: its start-up (spawn → first request) is a fraction of aiperf's
     assert pt["startup_s"]["lean"] < pt["startup_s"]["aiperf"] / 3, pt["startup_s"]
