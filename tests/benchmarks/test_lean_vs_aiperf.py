@@ -24,11 +24,10 @@ def test_lean_client_agrees_with_aiperf_within_2pct_at_c1(tmp_path):
     (pt,) = json.loads(proc.stdout.splitlines()[-1])["points"]
     assert (pt["concurrency"], pt["requests"]) == (1, 24)
     diff = pt["lean_vs_aiperf_pct"]
-    # the server-paced figures agree whatever the load; the median TTFT too wherever the harness judges
-    # aiperf's point valid (a busy node makes aiperf's own timestamps late: that point is client_saturated)
+    # the server-paced figures agree whatever the load; the median TTFT (and so the script's verdict) only on
+    # a quiet box where aiperf's point is valid (RESULTS.md): under load aiperf's start timestamps lag past
+    # 2 %, even where its point still reads valid (seen in CI at load average 3.7: 3.3 %)
     judged = ["tpot_p50", "itl_p50", "tput"]
-    # TTFT agreement is a quiet-box figure (RESULTS.md): under load aiperf's start timestamps lag past 2 %
-    # even where its point still reads valid (seen in CI at load average 3.7: 3.3 %)
     quiet = pt["load_before"] < 1.0
     if pt["aiperf_validity"] != "valid":
         assert pt["aiperf_validity"] == "client_saturated" and pt["aiperf_evidence"], pt
